@@ -1,0 +1,76 @@
+# Every target installs what it needs: `make test` works on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Lambda's runtime is python3.12; pyenv keeps one even when it is not the selected version.
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null && python3.12 -c '' 2>/dev/null \
+	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+
+STATE_FILE ?= .local-stack.json
+SCENARIO ?= default
+
+.PHONY: help
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements-dev.txt constraints.txt layers/common/requirements.txt
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or apt-get install python3.12)"; exit 1; }
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+.PHONY: install
+install: $(BIN)/.installed node_modules/.installed  ## Create .venv and install the pinned tools
+
+.PHONY: lint
+lint: install  ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/sam validate --lint
+	$(BIN)/cfn-lint template.yaml
+	asl-validator --json-path statemachine/job_lifecycle.asl.json
+
+.PHONY: test
+test: lint  ## Everything: linters, unit, integration and end-to-end tests
+	$(PY) -m pytest
+
+.PHONY: unit
+unit: install  ## Unit tests only (no network)
+	$(PY) -m pytest tests/unit
+
+.PHONY: build
+build: install  ## sam build, then ship compiled bytecode in the artifacts
+	$(BIN)/sam build
+	$(PY) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build
+
+.PHONY: local-stack
+local-stack: install  ## Run the one-machine stack (moto + sync.so emulator) until Ctrl-C
+	$(PY) -m local.stack --state-file $(STATE_FILE)
+
+.PHONY: demo
+demo: install  ## The whole pipeline end to end on one machine (SCENARIO=lost-webhook for the polling fallback)
+	$(PY) -m local.demo --scenario $(SCENARIO)
+
+.PHONY: bench
+bench: install  ## Cold-import times, layer size, transitions and API calls per job, cost per 1,000 jobs
+	$(PY) -m tests.bench
+
+.PHONY: format
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: clean
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(STATE_FILE)

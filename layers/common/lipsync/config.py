@@ -1,0 +1,72 @@
+"""Configuration: each function's environment as a pydantic model, validated at cold start,
+and secrets read from Secrets Manager through Powertools Parameters (cached)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field, Json
+
+SECRET_CACHE_SECONDS = 300
+
+
+class EnvSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+
+class StoreSettings(EnvSettings):
+    jobs_table: str = Field(validation_alias="JOBS_TABLE", min_length=1)
+
+
+class SyncApiSettings(StoreSettings):
+    sync_api_base_url: str = Field(validation_alias="SYNC_API_BASE_URL", pattern=r"^https?://")
+    sync_api_key_secret: str = Field(validation_alias="SYNC_API_KEY_SECRET", min_length=1)
+    sync_api_timeout_seconds: float = Field(8.0, validation_alias="SYNC_API_TIMEOUT_SECONDS", gt=0, le=25)
+
+
+class LifecycleTimings(BaseModel):
+    """Timings the submit function hands to each job's execution."""
+
+    webhook_timeout_seconds: int = Field(validation_alias="WEBHOOK_TIMEOUT_SECONDS", ge=1)
+    poll_first_interval_seconds: int = Field(validation_alias="POLL_FIRST_INTERVAL_SECONDS", ge=1)
+    poll_backoff_rate: float = Field(validation_alias="POLL_BACKOFF_RATE", ge=1)
+    poll_max_interval_seconds: int = Field(validation_alias="POLL_MAX_INTERVAL_SECONDS", ge=1)
+    max_job_seconds: int = Field(validation_alias="MAX_JOB_SECONDS", ge=1)
+
+
+class SubmitSettings(SyncApiSettings):
+    media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
+    webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
+    webhook_base_url: str = Field(validation_alias="WEBHOOK_BASE_URL", pattern=r"^https?://")
+    default_model: str = Field(validation_alias="DEFAULT_MODEL", min_length=1)
+    default_options: Json[dict[str, Any]] = Field(validation_alias="DEFAULT_OPTIONS")
+    presigned_url_seconds: int = Field(validation_alias="PRESIGNED_URL_SECONDS", ge=60, le=604800)
+    state_machine_arn: str = Field(validation_alias="STATE_MACHINE_ARN", min_length=1)
+    job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
+
+
+class WebhookSettings(StoreSettings):
+    webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
+    webhook_signing_secrets: str = Field(validation_alias="WEBHOOK_SIGNING_SECRETS", min_length=1)
+
+
+class FinalizeSettings(SyncApiSettings):
+    media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
+
+
+class SecretReader(Protocol):
+    def __call__(self, name: str) -> str: ...
+
+
+def read_secret(name: str) -> str:
+    """A secret's string value, cached for a few minutes (rotation: see the two-secret webhook setup)."""
+    from aws_lambda_powertools.utilities import parameters  # only the paths that need secrets pay for it
+
+    value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS)
+    return value if isinstance(value, str) else value.decode()

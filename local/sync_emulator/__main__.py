@@ -1,0 +1,78 @@
+"""`python -m local.sync_emulator`: run the emulator until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from . import EmulatorConfig, SyncEmulator
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m local.sync_emulator", description="Local sync.so API v2 emulator."
+    )
+    p.add_argument("--host", default=_env("SYNC_EMULATOR_HOST", "127.0.0.1"))
+    p.add_argument(
+        "--port", type=int, default=int(_env("SYNC_EMULATOR_PORT", "8089")), help="0 picks a free port"
+    )
+    p.add_argument("--api-key", default=_env("SYNC_EMULATOR_API_KEY", "sk-emulator"))
+    p.add_argument("--webhook-secret", default=_env("SYNC_EMULATOR_WEBHOOK_SECRET", "whsec_emulator"))
+    p.add_argument(
+        "--processing-seconds", type=float, default=float(_env("SYNC_EMULATOR_PROCESSING_SECONDS", "3.0"))
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(_env("SYNC_EMULATOR_CONCURRENCY", "3")),
+        help="plan limit on PENDING+PROCESSING generations",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=int,
+        default=int(_env("SYNC_EMULATOR_RATE_LIMIT", "60")),
+        help="accepted creates per rolling minute",
+    )
+    p.add_argument(
+        "--output-url-ttl-seconds",
+        type=float,
+        default=float(_env("SYNC_EMULATOR_OUTPUT_URL_TTL_SECONDS", "3600")),
+    )
+    p.add_argument("--log-requests", action="store_true", help="print one stderr line per HTTP request")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = EmulatorConfig(
+        api_key=args.api_key,
+        webhook_secret=args.webhook_secret,
+        processing_seconds=args.processing_seconds,
+        concurrency=args.concurrency,
+        rate_limit=args.rate_limit,
+        output_url_ttl_seconds=args.output_url_ttl_seconds,
+    )
+    emulator = SyncEmulator(config, host=args.host, port=args.port, log_requests=args.log_requests).start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"sync emulator listening on {emulator.url}", flush=True)
+    stop.wait()
+    emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
