@@ -44,7 +44,8 @@ def load_template(path: str | Path) -> dict[str, Any]:
     template, matches = cfnlint.decode.decode(str(path))
     if matches or template is None:
         raise TemplateError(f"{path}: cannot parse: {'; '.join(str(m) for m in matches)}")
-    return _plain(template)
+    plain: dict[str, Any] = _plain(template)
+    return plain
 
 
 def _plain(value: Any) -> Any:
@@ -156,8 +157,25 @@ def _is_intrinsic(value: Any) -> bool:
 
 _INTRINSIC_KEYS = {"Ref", "Condition"} | {
     f"Fn::{n}"
-    for n in ("GetAtt", "Sub", "Select", "Split", "Join", "If", "Equals", "Not", "And", "Or",
-              "FindInMap", "Base64", "GetAZs", "ImportValue", "Cidr", "Length", "ToJsonString")
+    for n in (
+        "GetAtt",
+        "Sub",
+        "Select",
+        "Split",
+        "Join",
+        "If",
+        "Equals",
+        "Not",
+        "And",
+        "Or",
+        "FindInMap",
+        "Base64",
+        "GetAZs",
+        "ImportValue",
+        "Cidr",
+        "Length",
+        "ToJsonString",
+    )
 }
 
 
@@ -178,7 +196,9 @@ def dependencies(value: Any, resource_names: set[str]) -> set[str]:
                 found.add(target[0] if isinstance(target, list) else str(target).split(".", 1)[0])
             elif len(node) == 1 and "Fn::Sub" in node:
                 arg = node["Fn::Sub"]
-                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1] if len(arg) > 1 else {})
+                text, variables = (
+                    (arg, {}) if isinstance(arg, str) else (arg[0], arg[1] if len(arg) > 1 else {})
+                )
                 visit(variables)
                 for name in _SUB_VARIABLE.findall(text):
                     if not name.startswith("!") and name not in variables:
@@ -246,7 +266,7 @@ class Resolver:
     def _truth(value: Any, where: str) -> bool:
         if isinstance(value, bool):
             return value
-        if value in ("true", "false"):
+        if isinstance(value, str) and value in ("true", "false"):
             return value == "true"
         raise TemplateError(f"{where} does not evaluate to a boolean: {value!r}")
 
@@ -279,7 +299,9 @@ class Resolver:
             return self.refs[name]
         if name in self.resource_names:
             raise TemplateError(f"Ref to resource '{name}' that is not created (skipped by its Condition?)")
-        raise TemplateError(f"Unresolvable Ref '{name}': no parameter, pseudo parameter or resource of that name")
+        raise TemplateError(
+            f"Unresolvable Ref '{name}': no parameter, pseudo parameter or resource of that name"
+        )
 
     def get_att(self, name: str, attribute: str) -> Any:
         if name not in self.resource_names:
@@ -288,10 +310,12 @@ class Resolver:
         if attributes is None:
             raise TemplateError(f"Fn::GetAtt {name}.{attribute}: the resource is not created")
         if attribute not in attributes:
-            raise TemplateError(f"Fn::GetAtt {name}.{attribute}: unknown attribute (known: {sorted(attributes)})")
+            raise TemplateError(
+                f"Fn::GetAtt {name}.{attribute}: unknown attribute (known: {sorted(attributes)})"
+            )
         return attributes[attribute]
 
-    def _function(self, key: str, arg: Any) -> Any:  # noqa: C901 - one branch per intrinsic
+    def _function(self, key: str, arg: Any) -> Any:  # one branch per intrinsic
         if key == "Fn::GetAtt":
             name, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
             return self.get_att(name, self.resolve(attribute))
@@ -336,9 +360,10 @@ class Resolver:
         raise TemplateError(f"{key} is not supported by the one-machine stack")
 
     def _sub(self, arg: Any) -> str:
+        local_vars: dict[str, Any]
         if isinstance(arg, str):
             text, local_vars = arg, {}
-        else:
+        else:  # [text, {name: value}]
             text, local_vars = arg[0], self.resolve(arg[1]) if len(arg) > 1 else {}
 
         def replace(match: re.Match[str]) -> str:

@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=float(_env("SYNC_EMULATOR_OUTPUT_URL_TTL_SECONDS", "3600")),
     )
+    p.add_argument(
+        "--public-url",
+        default=os.environ.get("SYNC_EMULATOR_PUBLIC_URL"),
+        help="base URL put into outputUrl (default: the listening address)",
+    )
     p.add_argument("--log-requests", action="store_true", help="print one stderr line per HTTP request")
     return p.parse_args(argv)
 
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         rate_limit=args.rate_limit,
         output_url_ttl_seconds=args.output_url_ttl_seconds,
+        public_url=args.public_url,
     )
     emulator = SyncEmulator(config, host=args.host, port=args.port, log_requests=args.log_requests).start()
     stop = threading.Event()

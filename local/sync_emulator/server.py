@@ -96,6 +96,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, headers = self._api(method, path, params)
         except ApiError as error:
             status, payload, headers = error.status, error.body, error.headers
+        except Exception as exc:  # an emulator bug must still answer, like a real 500
+            self.log_error("unhandled error: %r", exc)
+            status, headers = 500, {}
+            payload = {"statusCode": 500, "errorCode": "internal_error", "message": f"Emulator error: {exc}"}
         self._log(method, path, params, status)
         latency = self.engine.latency()
         if latency:
@@ -293,7 +297,7 @@ class SyncEmulator:
 
     def start(self) -> SyncEmulator:
         self._server = _Server((self.host, self.port), self.engine, self._log_requests)
-        self.engine.base_url = self.url
+        self.engine.base_url = (self.config.public_url or self.url).rstrip("/")
         self.engine.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="sync-emulator", daemon=True)
         self._thread.start()

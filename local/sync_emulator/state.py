@@ -8,6 +8,7 @@ time even when nobody polls.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import heapq
@@ -62,6 +63,7 @@ class EmulatorConfig:
     output_url_ttl_seconds: float = 3600
     fetch_timeout_seconds: float = 5.0  # for input URLs at create
     webhook_timeout_seconds: float = 5.0
+    public_url: str | None = None  # base of output URLs if clients reach us by another name
 
 
 @dataclass
@@ -354,6 +356,7 @@ class Engine:
     def _create_new(self, body: dict[str, Any]) -> dict[str, Any]:
         request = check_semantics(body)
         self._reserve_slot()
+        epoch = self._epoch
         try:
             generation_id = str(uuid.uuid4())
             workdir = self._root / generation_id
@@ -362,7 +365,8 @@ class Engine:
             return self._register(generation_id, request, fetched, workdir)
         finally:
             with self._cond:
-                self._reserved -= 1
+                if epoch == self._epoch:  # a reset in between already zeroed the counter
+                    self._reserved -= 1
 
     def _reserve_slot(self) -> None:
         """Rate limit, then plan concurrency (429s); holds a slot while inputs are fetched."""
@@ -585,7 +589,8 @@ class Engine:
         if plan.webhook_mode == "reorder" and status not in NON_TERMINAL:
             stale = job.snapshots.get("PROCESSING") or {**job.snapshots[status], "status": "PROCESSING"}
             payloads.append(("stale", webhook_body(stale)))
-        self._deliveries.submit(self._deliver, self._epoch, job.id, url, plan.webhook_delay, payloads)
+        with contextlib.suppress(RuntimeError):  # the executor refuses work while shutting down
+            self._deliveries.submit(self._deliver, self._epoch, job.id, url, plan.webhook_delay, payloads)
 
     def _deliver(
         self, epoch: int, job_id: str, url: str, delay: float, payloads: list[tuple[str, dict[str, Any]]]

@@ -1,0 +1,28 @@
+"""AwaitWebhook's task: store the execution's task token on the job (see lipsync.lifecycle)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lipsync.config import StoreSettings
+from lipsync.job_store import DynamoJobStore
+from lipsync.lifecycle import arm_webhook_wait
+from lipsync.observability import lambda_handler, logger
+from lipsync.workflow import StepFunctionsWorkflow
+
+
+@cache
+def dependencies() -> tuple[DynamoJobStore, StepFunctionsWorkflow]:
+    return DynamoJobStore(StoreSettings.from_env().jobs_table), StepFunctionsWorkflow()
+
+
+@lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    store, workflow = dependencies()
+    logger.append_keys(job_id=event["jobId"])
+    result = arm_webhook_wait(store, workflow, event["jobId"], event["taskToken"])
+    logger.info("webhook wait armed", extra=result)
+    return result

@@ -1,0 +1,36 @@
+"""Logger, metrics and (only when enabled) the tracer, shared by every handler.
+
+The Tracer costs about 0.25 s of cold start (it imports the X-Ray SDK), so it is created
+only when POWERTOOLS_TRACE_DISABLED is not "true".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+logger = Logger()
+metrics = Metrics()
+
+
+def tracing_enabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "true"
+
+
+def lambda_handler[Handler: Callable[..., Any]](handler: Handler) -> Handler:
+    """Wrap a Lambda entry point with structured logging, metrics and optional tracing."""
+    wrapped = logger.inject_lambda_context(clear_state=True)(handler)
+    wrapped = metrics.log_metrics(raise_on_empty_metrics=False)(wrapped)
+    if tracing_enabled():
+        from aws_lambda_powertools import Tracer
+
+        wrapped = Tracer().capture_lambda_handler(capture_response=False)(wrapped)
+    return wrapped
+
+
+def count(metric: str, value: float = 1) -> None:
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)

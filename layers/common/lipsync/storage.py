@@ -1,0 +1,121 @@
+"""The media bucket: what the pipeline reads (inputs, manifests) and writes (outputs)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MAX_MANIFEST_BYTES = 256 * 1024
+
+
+class ObjectInfo(BaseModel):
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int = 0
+
+
+class Storage(Protocol):
+    bucket: str
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None: ...
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
+
+    def read(
+        self, key: str, version_id: str | None = None, *, max_bytes: int = MAX_MANIFEST_BYTES
+    ) -> bytes: ...
+
+    def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str: ...
+
+    def put_json(self, key: str, document: dict[str, Any]) -> None: ...
+
+    def upload(
+        self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]
+    ) -> ObjectInfo: ...
+
+
+class TooLargeError(ValueError):
+    pass
+
+
+class S3Storage:
+    def __init__(self, bucket: str, client: S3Client | None = None) -> None:
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            # SigV4 everywhere, so presigned URLs work in every region.
+            client = boto3.client("s3", config=Config(signature_version="s3v4"))
+        self._s3 = client
+        self.bucket = bucket
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        try:
+            answer = self._s3.head_object(Bucket=self.bucket, Key=key, **extra)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {
+                "404",
+                "NoSuchKey",
+                "NotFound",
+                "NoSuchVersion",
+            }:
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            version_id=answer.get("VersionId"),
+            etag=answer.get("ETag", "").strip('"') or None,
+            size=answer.get("ContentLength", 0),
+        )
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(
+                ObjectInfo(
+                    key=item["Key"], etag=item.get("ETag", "").strip('"') or None, size=item.get("Size", 0)
+                )
+                for item in page.get("Contents", [])
+            )
+        return found
+
+    def read(self, key: str, version_id: str | None = None, *, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        answer = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
+        if answer.get("ContentLength", 0) > max_bytes:
+            raise TooLargeError(f"{key} is {answer['ContentLength']} bytes; the limit is {max_bytes}")
+        return answer["Body"].read()
+
+    def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str:
+        params = {"Bucket": self.bucket, "Key": key} | ({"VersionId": version_id} if version_id else {})
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
+
+    def put_json(self, key: str, document: dict[str, Any]) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(document, indent=2, ensure_ascii=False).encode(),
+            ContentType="application/json",
+        )
+
+    def upload(self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]) -> ObjectInfo:
+        """Stream `body` into the bucket (multipart for large files) with a SHA-256 checksum."""
+        self._s3.upload_fileobj(
+            body,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type, "Metadata": metadata, "ChecksumAlgorithm": "SHA256"},
+        )
+        info = self.head(key)
+        if info is None:
+            raise RuntimeError(f"s3://{self.bucket}/{key} is missing right after its upload")
+        return info

@@ -1,0 +1,129 @@
+"""Receiving sync.so webhooks: authenticate, record (forward-only), wake the job's execution.
+
+Nothing slow happens here (no downloads): the state machine confirms the status with an
+authenticated GET and copies the output from the URL that GET returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from lipsync.jobs import Job, JobError, is_final, utc_now
+from lipsync.models import Generation
+from lipsync.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
+
+if TYPE_CHECKING:
+    from lipsync.job_store import JobStore
+    from lipsync.workflow import Workflow
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class WebhookRejectedError(Exception):
+    """A delivery we refuse; `status_code` is the HTTP answer and `str()` is safe to return."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    applied: bool  # False: a duplicate, late or out-of-order delivery that changed nothing
+    status: str
+    woke_workflow: bool
+    signed_form: SignedForm | None
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        store: JobStore,
+        workflow: Workflow,
+        token_key: Callable[[], str],
+        signing_secrets: Callable[[], list[str]],
+    ) -> None:
+        self._store = store
+        self._workflow = workflow
+        self._token_key = token_key
+        self._signing_secrets = signing_secrets
+
+    def receive(self, job_id: str, token: str | None, signature: str | None, body: bytes) -> WebhookResult:
+        if len(body) > MAX_BODY_BYTES:
+            raise WebhookRejectedError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        if not token:
+            raise WebhookRejectedError(401, "the webhook URL's token is missing")
+        if not verify_job_token(self._token_key(), job_id, token):
+            raise WebhookRejectedError(403, "the webhook URL's token is not valid for this job")
+        signed_form = self._check_signature(body, signature)
+        generation = self._parse(body)
+        job = self._store.get(job_id)
+        if job is None:
+            raise WebhookRejectedError(404, "no such job")
+        if job.generation_id and generation.id != job.generation_id:
+            raise WebhookRejectedError(409, "the delivery is for another generation than this job's")
+        return self._apply(job, generation, signed_form)
+
+    def _check_signature(self, body: bytes, signature: str | None) -> SignedForm | None:
+        secrets = [secret for secret in self._signing_secrets() if secret]
+        if not secrets:
+            return None  # signing not configured for this stack: the per-job token alone authenticates
+        try:
+            return verify_signature(body, signature, secrets)
+        except SignatureError as error:
+            raise WebhookRejectedError(401, str(error)) from error
+
+    @staticmethod
+    def _parse(body: bytes) -> Generation:
+        try:
+            return Generation.model_validate_json(body)
+        except ValidationError as error:
+            if any(issue["type"] == "json_invalid" for issue in error.errors()):
+                raise WebhookRejectedError(400, "body is not JSON") from error
+            raise WebhookRejectedError(400, "body is not a generation (needs id and status)") from error
+
+    def _apply(self, job: Job, generation: Generation, signed_form: SignedForm | None) -> WebhookResult:
+        terminal = is_final(generation.status)
+        fields: dict[str, object] = {"lastWebhookAt": utc_now()}
+        if terminal:
+            # The signal the arm task looks for; the status itself is confirmed by a GET.
+            fields["webhookStatus"] = generation.status
+        if generation.error or generation.error_code:
+            fields["error"] = JobError(
+                code=generation.error_code, message=generation.error or generation.error_code or ""
+            ).model_dump(exclude_none=True)
+        if not job.generation_id:
+            fields["generationId"] = generation.id
+        updated = self._store.advance(
+            job.job_id,
+            generation.status,
+            "webhook",
+            fields=fields,
+            detail=f"signature: {signed_form}" if signed_form else None,
+        )
+        if updated is None:
+            return WebhookResult(
+                applied=False, status=generation.status, woke_workflow=False, signed_form=signed_form
+            )
+        woke = bool(terminal and updated.task_token) and self._workflow.wake(
+            updated.task_token or "", {"status": generation.status, "source": "webhook"}
+        )
+        return WebhookResult(
+            applied=True, status=generation.status, woke_workflow=woke, signed_form=signed_form
+        )
+
+
+def parse_signing_secrets(secret_value: str) -> list[str]:
+    """The signing-secrets secret holds {"current": ..., "previous": ...}; a bare string is one secret."""
+    try:
+        parsed = json.loads(secret_value)
+    except ValueError:
+        return [secret_value.strip()]
+    if isinstance(parsed, dict):
+        return [str(parsed.get(name) or "").strip() for name in ("current", "previous")]
+    return [str(parsed).strip()]

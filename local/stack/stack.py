@@ -1,0 +1,342 @@
+"""OneMachineStack: moto server + sync.so emulator + the template's resources + function workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from local.sync_emulator import EmulatorConfig, SyncEmulator
+
+from .front_door import FrontDoor
+from .provision import ProvisionedStack, Provisioner
+from .sqs_poller import SqsPoller
+from .template import ACCOUNT_ID, REGION, Resolver, TemplateError, load_template, resolve_parameters
+from .workers import FunctionWorker, HookNotActive, hook_active, lambda_aws_env, register, unregister
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"  # noqa: S105 - moto's fake credentials
+
+_active: list[OneMachineStack] = []  # moto's backends are process-wide; see stop()
+_active_lock = threading.Lock()
+
+
+class FunctionError(Exception):
+    """The function's handler failed; `payload` is Lambda's error payload (errorType, errorMessage, ...)."""
+
+    def __init__(self, function: str, payload: Any) -> None:
+        self.function = function
+        self.payload = payload
+        details = payload if isinstance(payload, dict) else {}
+        self.error_type = str(details.get("errorType", "Unknown"))
+        self.error_message = str(details.get("errorMessage", payload))
+        super().__init__(f"{function} failed: {self.error_type}: {self.error_message}")
+
+
+class OneMachineStack:
+    """The pipeline's AWS side on loopback, provisioned from `template.yaml`.
+
+    Use as a context manager (or `start()`/`stop()`). One process may run several stacks
+    only with different `stack_name`s: moto keeps its resources in process-wide memory.
+    """
+
+    def __init__(
+        self,
+        template_path: str | Path = "template.yaml",
+        parameter_overrides: dict[str, str] | None = None,
+        emulator_config: EmulatorConfig | None = None,
+        stack_name: str = "lipsync-local",
+        state_file: str | Path | None = None,
+        check_handlers: bool = True,
+    ) -> None:
+        self.template_path = Path(template_path).resolve()
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.stack_name = stack_name
+        self.stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/{uuid.uuid4()}"
+        self.state_file = Path(state_file) if state_file else None
+        self.check_handlers = check_handlers
+        self.emulator = SyncEmulator(emulator_config or EmulatorConfig(), host="127.0.0.1", port=0)
+        self.front_door = FrontDoor({ACCESS_KEY: SECRET_KEY})
+        self.state: dict[str, Any] = {}
+        self.parameters: dict[str, Any] = {}
+        self.provisioned = ProvisionedStack()
+        self.workers: dict[str, FunctionWorker] = {}  # logical id -> worker
+        self.pollers: list[SqsPoller] = []
+        self.endpoint_url = ""
+        self._moto: ThreadedMotoServer | None = None
+        self._session = boto3.Session(
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
+        )
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._log_dir = tempfile.TemporaryDirectory(prefix=f"{stack_name}-logs-")
+        self._started: list[str] = []  # what stop() has to undo
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> OneMachineStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> OneMachineStack:
+        with _active_lock:
+            if any(s.stack_name == self.stack_name for s in _active):
+                raise RuntimeError(f"a stack named {self.stack_name!r} is already running in this process")
+            _active.append(self)
+        self._started.append("active")
+        try:
+            self._start_servers()
+            self._provision()
+            self._start_workers()
+            self.state = self._build_state()
+            if self.state_file:
+                _write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
+                self._started.append("state-file")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_servers(self) -> None:
+        self.emulator.start()
+        self._started.append("emulator")
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        self._started.append("moto")
+        host, port = self._moto.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        # The Step Functions interpreter calls http://localhost:$MOTO_PORT; ThreadedMotoServer doesn't set it.
+        os.environ["MOTO_PORT"] = str(port)
+        config = {"stepfunctions": {"execute_state_machine": True}}  # run executions, not just record them
+        httpx.post(f"{self.endpoint_url}/moto-api/config", json=config, timeout=10).raise_for_status()
+        self.front_door.start()
+        self._started.append("front-door")
+
+    def _provision(self) -> None:
+        template = load_template(self.template_path)
+        overrides = {**self._stack_supplied_parameters(template), **self.parameter_overrides}
+        self.parameters = resolve_parameters(template, overrides)
+        pseudo = {
+            "AWS::StackName": self.stack_name,
+            "AWS::StackId": self.stack_id,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        resolver = Resolver(template, self.parameters, pseudo, set(template.get("Resources") or {}))
+        self._started.append("resources")
+        self.provisioned = Provisioner(
+            template,
+            self.template_path.parent,
+            resolver,
+            self.stack_name,
+            self.client,
+            self.front_door.url,
+            check_handlers=self.check_handlers,
+        ).run()
+
+    def _stack_supplied_parameters(self, template: dict[str, Any]) -> dict[str, str]:
+        """Values the stack knows better than the template defaults (only for declared parameters)."""
+        config = self.emulator.config
+        supplied = {
+            "SyncApiKey": config.api_key,
+            "SyncApiBaseUrl": self.emulator.url,
+            "SyncWebhookSecret": config.webhook_secret,
+        }
+        stages = [
+            r.get("Properties", {}).get("StageName")
+            for r in (template.get("Resources") or {}).values()
+            if r.get("Type") == "AWS::Serverless::Api"
+        ]
+        if stages and isinstance(stages[0], str):
+            supplied["PublicApiUrl"] = f"{self.front_door.url}/{stages[0]}"
+        return {k: v for k, v in supplied.items() if k in (template.get("Parameters") or {})}
+
+    def _start_workers(self) -> None:
+        aws_env = lambda_aws_env(self.endpoint_url)
+        self.workers = {
+            name: FunctionWorker(spec, aws_env, Path(self._log_dir.name) / f"{name}.log")
+            for name, spec in self.provisioned.functions.items()
+        }
+        register({w.spec.name: w for w in self.workers.values()})
+        self._started.append("workers")
+        api_ids = {
+            name: str(self.provisioned.resources.get(name, {}).get("Ref", name))
+            for name in self.provisioned.api_stages
+        }
+        self.front_door.configure(self.provisioned.routes, api_ids, self._invoke_for_event)
+        for source in self.provisioned.sqs_sources:
+            if source.enabled:
+                poller = SqsPoller(source, self.client("sqs"), self._invoke_for_event)
+                poller.start()
+                self.pollers.append(poller)
+
+    def stop(self) -> None:
+        """Stop executions, pollers, workers and servers; safe to call twice or after a failed start."""
+        started, self._started = self._started, []
+        if "resources" in started:
+            self._stop_executions()
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
+        if "front-door" in started:
+            self.front_door.stop()
+        if "workers" in started:
+            for worker in self.workers.values():
+                worker.stop()
+            unregister([w.spec.name for w in self.workers.values()])
+        with _active_lock:
+            others = [s for s in _active if s is not self]
+            if "active" in started:
+                _active.remove(self)
+            if "moto" in started and self._moto is not None:
+                if not others:
+                    # Backends are process-wide: clear them so the next stack starts from nothing.
+                    httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
+                self._moto.stop()
+                if others:
+                    os.environ["MOTO_PORT"] = others[-1].endpoint_url.rsplit(":", 1)[1]
+        if "emulator" in started:
+            self.emulator.stop()
+        if "state-file" in started and self.state_file:
+            self.state_file.unlink(missing_ok=True)
+
+    def _stop_executions(self) -> None:
+        """Abort running executions: moto runs each in a thread that would outlive the stack."""
+        sfn = self.client("stepfunctions")
+        try:
+            for machine in sfn.list_state_machines()["stateMachines"]:
+                running = sfn.list_executions(
+                    stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"
+                )
+                for execution in running["executions"]:
+                    sfn.stop_execution(executionArn=execution["executionArn"])
+        except Exception:  # shutting down anyway; leftovers die with the process
+            logging.getLogger(__name__).exception("could not stop running executions")
+
+    # ------------------------------------------------------------------ using the stack
+    def client(self, service: str) -> Any:
+        """A boto3 client against moto (fake credentials, us-east-1); cached, thread-safe to share."""
+        with self._clients_lock:
+            if service not in self._clients:
+                # Invokes wait for the handler: allow Lambda's longest timeout. No retries: fail visibly.
+                config = Config(read_timeout=930, retries={"total_max_attempts": 1}, max_pool_connections=50)
+                session: Any = self._session  # boto3-stubs only type literal service names
+                self._clients[service] = session.client(
+                    service, endpoint_url=self.endpoint_url, config=config
+                )
+            return self._clients[service]
+
+    def aws_env(self) -> dict[str, str]:
+        """Environment variables that point AWS SDKs and the CLI at this stack's moto."""
+        return lambda_aws_env(self.endpoint_url)
+
+    def invoke(self, function: str, event: Any) -> Any:
+        """Invoke a function (logical id) through moto's Lambda API; raises FunctionError on failure."""
+        result, errored = self._invoke_for_event(function, event)
+        if errored:
+            raise FunctionError(function, result)
+        return result
+
+    def _invoke_for_event(self, function: str, event: Any) -> tuple[Any, bool]:
+        worker = self.workers.get(function)
+        if worker is None:
+            raise KeyError(f"no function {function!r} in this stack (have: {sorted(self.workers)})")
+        if not hook_active():
+            raise HookNotActive("moto's LambdaFunction._invoke_lambda is not patched: handlers would not run")
+        before = worker.invocations
+        response = self.client("lambda").invoke(
+            FunctionName=worker.spec.name, Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(response["Payload"].read() or b"null")
+        if worker.invocations == before:
+            raise HookNotActive(f"moto answered for {function} without running its worker")
+        return payload, "FunctionError" in response
+
+    def function_logs(self, function: str) -> str:
+        """Everything the function's worker printed so far (all cold starts), Lambda-style."""
+        return self.workers[function].log_path.read_text(errors="replace")
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every SQS event source found its queue empty (after this call) with no batch in flight.
+
+        Messages that wait out a visibility timeout after a failure do not count as work.
+        """
+        started = time.monotonic()
+        while not all(p.idle_since is not None and p.idle_since >= started for p in self.pollers):
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"SQS pollers still busy after {timeout} s")
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ state
+    def _build_state(self) -> dict[str, Any]:
+        resources = self.provisioned.resources
+
+        def first(kind: str, key: str = "Ref") -> Any:
+            return next((r.get(key) for r in resources.values() if r["Type"] == kind), None)
+
+        submit_queue_url = self.provisioned.sqs_sources[0].queue_url if self.provisioned.sqs_sources else None
+        dead_letter_queue_url = None
+        if submit_queue_url:
+            attributes = self.client("sqs").get_queue_attributes(
+                QueueUrl=submit_queue_url, AttributeNames=["RedrivePolicy"]
+            )["Attributes"]
+            target = json.loads(attributes.get("RedrivePolicy", "{}")).get("deadLetterTargetArn")
+            dead_letter_queue_url = next(
+                (r["Ref"] for r in resources.values() if r.get("Arn") == target), None
+            )
+        stage = next(iter(self.provisioned.api_stages.values()), None)
+        declared = load_template(self.template_path).get("Parameters") or {}
+        return {
+            "stack_name": self.stack_name,
+            "stack_id": self.stack_id,
+            "template": str(self.template_path),
+            "pid": os.getpid(),
+            "aws_endpoint_url": self.endpoint_url,
+            "region": REGION,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+            "bucket": first("AWS::S3::Bucket"),
+            "jobs_table": first("AWS::DynamoDB::Table"),
+            "state_machine_arn": first("AWS::Serverless::StateMachine")
+            or first("AWS::StepFunctions::StateMachine"),
+            "submit_queue_url": submit_queue_url,
+            "dead_letter_queue_url": dead_letter_queue_url,
+            "front_door_url": self.front_door.url,
+            "api_url": f"{self.front_door.url}/{stage}" if stage else None,
+            "sync_api_url": self.emulator.url,
+            "emulator_admin_url": f"{self.emulator.url}/_emulator",
+            "functions": {name: spec.name for name, spec in self.provisioned.functions.items()},
+            "function_log_dir": self._log_dir.name,
+            "parameters": {
+                k: "****" if str((declared.get(k) or {}).get("NoEcho", "")).lower() == "true" else v
+                for k, v in self.parameters.items()
+            },
+            "resources": resources,
+            "outputs": self.provisioned.outputs,
+            "notes": self.provisioned.notes,
+        }
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+__all__ = ["FunctionError", "HookNotActive", "OneMachineStack", "TemplateError"]
