@@ -41,7 +41,8 @@ The scenario in force when a generation is created fixes that generation's fate:
       "outcomeErrorCode": "generation_pipeline_failed", "outcomeError": "text",
       "processingSeconds": null,   # overrides --processing-seconds
       "outputUrlTtlSeconds": null, # 0: outputUrl already expired when returned (/download still works)
-      "latencySeconds": 0          # added to every /v2 answer
+      "latencySeconds": 0,         # added to every /v2 answer
+      "outputDownloadFailures": 0   # the next N output downloads break off halfway (a failure mid-copy)
     }
 """
 

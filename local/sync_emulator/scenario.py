@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "processingSeconds": None,
     "outputUrlTtlSeconds": None,
     "latencySeconds": 0,
+    "outputDownloadFailures": 0,
 }
 
 
@@ -69,6 +70,8 @@ def validate(update: Any) -> None:
         elif key in ("webhookDelaySeconds", "processingSeconds", "outputUrlTtlSeconds", "latencySeconds"):
             if not _number(value):
                 errors.append(f"{key} must be a non-negative number")
+        elif key == "outputDownloadFailures" and not (isinstance(value, int) and value >= 0):
+            errors.append(f"{key} must be a non-negative integer")
         elif key in ("outcomeErrorCode", "outcomeError") and not isinstance(value, str):
             errors.append(f"{key} must be a string")
     if errors:

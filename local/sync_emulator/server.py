@@ -224,6 +224,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_asset(self, params: dict[str, list[str]], asset_id: str) -> Answer:
         return 200, self.engine.get_asset(asset_id), {}
 
+    def _break_off(self, data: bytes, content_type: str) -> None:
+        """Announce the whole file, send half of it, and drop the connection (a failure mid-copy)."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
     # ------------------------------------------------------------ /_emulator routes
     def _admin(self, method: str, path: str, params: dict[str, list[str]]) -> None:
         try:
@@ -232,7 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
                     path, _one(params, "expires") or "", _one(params, "signature") or ""
                 )
                 kind = "video/mp4" if path.endswith(".mp4") else "audio/wav"
-                self._send(200, file.read_bytes(), {}, kind)
+                if path.startswith("/_emulator/outputs/") and self.engine.take_output_failure():
+                    self._break_off(file.read_bytes(), kind)
+                else:
+                    self._send(200, file.read_bytes(), {}, kind)
                 return
             answer: Any
             if method == "GET" and path == "/_emulator/requests":

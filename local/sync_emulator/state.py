@@ -276,6 +276,14 @@ class Engine:
         with self._cond:
             return next((f for f in self._scenario[kind] if f.get("count", 1) > 0), None)
 
+    def take_output_failure(self) -> bool:
+        """True if this output download should break off midway (scenario outputDownloadFailures)."""
+        with self._cond:
+            if self._scenario.get("outputDownloadFailures", 0) > 0:
+                self._scenario["outputDownloadFailures"] -= 1
+                return True
+            return False
+
     def _consume_failure(self, entry: dict[str, Any]) -> None:
         with self._cond:
             entry["count"] = entry.get("count", 1) - 1

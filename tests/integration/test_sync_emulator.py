@@ -357,6 +357,19 @@ def test_output_url_expiry_and_download(emu: SyncEmulator, client: httpx.Client,
     wait_for(lambda: httpx.get(short["outputUrl"]).status_code == 403, timeout=4, interval=0.2)
 
 
+def test_output_download_failure_breaks_off_midway(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    done = finish(client, client.post("/v2/generate", json=simple_body(media)).json()["id"])
+    emu.set_scenario({"outputDownloadFailures": 1})
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(done["outputUrl"])
+    whole = httpx.get(done["outputUrl"])  # only the first download breaks
+    assert whole.status_code == 200
+    assert whole.content[4:8] == b"ftyp"
+    assert emu.scenario()["outputDownloadFailures"] == 0
+
+
 # ---------------------------------------------------------------------- validation
 @pytest.mark.parametrize(
     ("change", "fragment"),
