@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,12 @@ def test_resources_are_provisioned_from_the_template(stack: OneMachineStack) -> 
     )["definition"]
     assert "${" not in definition
     assert stack.workers["StepFunction"].spec.arn in definition
-    role = stack.client("lambda").get_function(FunctionName="fixture-ConsumerFunction")["Configuration"]["Role"]
-    policy = stack.client("iam").get_role_policy(RoleName=role.rsplit("/", 1)[1], PolicyName="ConsumerFunctionPolicy0")
+    role = stack.client("lambda").get_function(FunctionName="fixture-ConsumerFunction")["Configuration"][
+        "Role"
+    ]
+    policy = stack.client("iam").get_role_policy(
+        RoleName=role.rsplit("/", 1)[1], PolicyName="ConsumerFunctionPolicy0"
+    )
     assert policy["PolicyDocument"]["Statement"][0]["Action"] == "dynamodb:UpdateItem"
 
 
@@ -182,9 +187,9 @@ def test_exception_is_lambdas_error_payload(stack: OneMachineStack) -> None:
 
 def _run_execution(stack: OneMachineStack, payload: dict[str, Any]) -> dict[str, Any]:
     sfn = stack.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=stack.state["state_machine_arn"], input=json.dumps(payload))[
-        "executionArn"
-    ]
+    arn = sfn.start_execution(
+        stateMachineArn=stack.state["state_machine_arn"], name=str(uuid.uuid4()), input=json.dumps(payload)
+    )["executionArn"]
 
     def finished() -> dict[str, Any] | None:
         description = sfn.describe_execution(executionArn=arn)
@@ -207,7 +212,9 @@ def test_step_functions_retry_matches_the_error_type(stack: OneMachineStack) -> 
     assert result["env"]["AWS_LAMBDA_FUNCTION_NAME"] == "fixture-StepFunction"  # the real handler ran
 
 
-def test_invoking_without_the_hook_fails_loudly(stack: OneMachineStack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invoking_without_the_hook_fails_loudly(
+    stack: OneMachineStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", stack_workers._original_invoke_lambda)
     with pytest.raises(HookNotActive):
         stack.invoke("StepFunction", {"action": "report"})
@@ -253,7 +260,11 @@ def test_front_door_base64_encodes_binary_bodies(stack: OneMachineStack) -> None
 
 def test_front_door_rejects_unknown_routes_and_large_bodies(stack: OneMachineStack) -> None:
     api = stack.state["api_url"]
-    for response in (httpx.get(f"{api}/nope"), httpx.get(f"{api}/echo/abc"), httpx.post(f"{stack.front_door.url}/x")):
+    for response in (
+        httpx.get(f"{api}/nope"),
+        httpx.get(f"{api}/echo/abc"),
+        httpx.post(f"{stack.front_door.url}/x"),
+    ):
         assert response.status_code == 403
         assert response.json() == {"message": "Missing Authentication Token"}
     too_big = httpx.post(f"{api}/echo/big", content=b"x" * (10 * 1024 * 1024 + 1))
@@ -280,7 +291,11 @@ def test_partial_batch_failure_redelivers_only_the_failed_message_then_dead_lett
     stack: OneMachineStack,
 ) -> None:
     sqs, queue = stack.client("sqs"), stack.state["submit_queue_url"]
-    sqs.send_message(QueueUrl=queue, MessageBody="ok-1", MessageAttributes={"a": {"DataType": "String", "StringValue": "v"}})
+    sqs.send_message(
+        QueueUrl=queue,
+        MessageBody="ok-1",
+        MessageAttributes={"a": {"DataType": "String", "StringValue": "v"}},
+    )
     sqs.send_message(QueueUrl=queue, MessageBody="fail-1")
     dead_letter_queue = stack.state["dead_letter_queue_url"]
 
@@ -311,7 +326,9 @@ def test_missing_handler_module_fails_at_provisioning(stack: OneMachineStack) ->
 
 
 def test_missing_handler_function_fails_at_invoke(stack: OneMachineStack) -> None:
-    with OneMachineStack(FIXTURE_TEMPLATE, {"StepHandler": "app.nope"}, stack_name="broken-function") as broken:
+    with OneMachineStack(
+        FIXTURE_TEMPLATE, {"StepHandler": "app.nope"}, stack_name="broken-function"
+    ) as broken:
         with pytest.raises(FunctionError) as failure:
             broken.invoke("StepFunction", {})
         assert failure.value.error_type == "Runtime.HandlerNotFound"
@@ -319,7 +336,9 @@ def test_missing_handler_function_fails_at_invoke(stack: OneMachineStack) -> Non
 
 def test_ref_to_a_missing_parameter_names_it(tmp_path: Path) -> None:
     template = tmp_path / "template.yaml"
-    template.write_text("Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: !Ref Nope\n")
+    template.write_text(
+        "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: !Ref Nope\n"
+    )
     with pytest.raises(TemplateError, match="Unresolvable Ref 'Nope'"):
         OneMachineStack(template, stack_name="missing-ref").start()
 
@@ -344,9 +363,20 @@ def test_state_file_is_written_and_removed(tmp_path: Path) -> None:
     with OneMachineStack(FIXTURE_TEMPLATE, stack_name="stateful", state_file=state_file) as running:
         state = json.loads(state_file.read_text())
         assert state == json.loads(json.dumps(running.state))
-        for key in ("aws_endpoint_url", "region", "aws_access_key_id", "aws_secret_access_key", "bucket",
-                    "jobs_table", "api_url", "sync_api_url", "state_machine_arn", "submit_queue_url",
-                    "dead_letter_queue_url", "emulator_admin_url"):
+        for key in (
+            "aws_endpoint_url",
+            "region",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "bucket",
+            "jobs_table",
+            "api_url",
+            "sync_api_url",
+            "state_machine_arn",
+            "submit_queue_url",
+            "dead_letter_queue_url",
+            "emulator_admin_url",
+        ):
             assert state[key], key
         assert state["api_url"] == f"{running.front_door.url}/v1"
         assert state["sync_api_url"] == running.emulator.url
@@ -357,8 +387,21 @@ def test_state_file_is_written_and_removed(tmp_path: Path) -> None:
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.stack", "--state-file", str(state_file), "--template", str(FIXTURE_TEMPLATE),
-         "--stack-name", "cli", "--parameter-overrides", "Greeting=yo", "--sync-processing-seconds", "0.5"],
+        [
+            sys.executable,
+            "-m",
+            "local.stack",
+            "--state-file",
+            str(state_file),
+            "--template",
+            str(FIXTURE_TEMPLATE),
+            "--stack-name",
+            "cli",
+            "--parameter-overrides",
+            "Greeting=yo",
+            "--sync-processing-seconds",
+            "0.5",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -381,29 +424,51 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
 
 
 def test_real_template_provisions(stack: OneMachineStack) -> None:
-    with OneMachineStack(ROOT / "template.yaml", {"WebhookTimeoutSeconds": "3"}, check_handlers=False) as real:
+    with OneMachineStack(
+        ROOT / "template.yaml", {"WebhookTimeoutSeconds": "3"}, check_handlers=False
+    ) as real:
         state, resources = real.state, real.state["resources"]
         s3 = real.client("s3")
         assert state["bucket"] == f"lipsync-media-{real.stack_id.rsplit('/', 1)[1]}"
-        notifications = s3.get_bucket_notification_configuration(Bucket=state["bucket"])["QueueConfigurations"]
+        notifications = s3.get_bucket_notification_configuration(Bucket=state["bucket"])[
+            "QueueConfigurations"
+        ]
         prefixes = sorted(n["Filter"]["Key"]["FilterRules"][0]["Value"] for n in notifications)
         assert prefixes == ["inputs/", "jobs/"]
-        queue = real.client("sqs").get_queue_attributes(QueueUrl=state["submit_queue_url"], AttributeNames=["All"])
+        queue = real.client("sqs").get_queue_attributes(
+            QueueUrl=state["submit_queue_url"], AttributeNames=["All"]
+        )
         assert "Policy" in queue["Attributes"]
         assert json.loads(queue["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 20
         table = real.client("dynamodb").describe_table(TableName=state["jobs_table"])["Table"]
         assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["status-updatedAt"]
         secrets = [r for r in resources.values() if r["Type"] == "AWS::SecretsManager::Secret"]
         assert len(secrets) == 3
-        api_key = real.client("secretsmanager").get_secret_value(SecretId=resources["SyncApiKeySecret"]["Ref"])
+        api_key = real.client("secretsmanager").get_secret_value(
+            SecretId=resources["SyncApiKeySecret"]["Ref"]
+        )
         assert api_key["SecretString"] == real.emulator.config.api_key
-        assert set(real.workers) == {"SubmitFunction", "WebhookFunction", "StatusFunction", "ArmWebhookFunction",
-                                     "ReconcileFunction", "FinalizeFunction"}
-        globals_ = {"LOG_LEVEL", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
-                    "POWERTOOLS_TRACE_DISABLED", "JOBS_TABLE"}
+        assert set(real.workers) == {
+            "SubmitFunction",
+            "WebhookFunction",
+            "StatusFunction",
+            "ArmWebhookFunction",
+            "ReconcileFunction",
+            "FinalizeFunction",
+        }
+        globals_ = {
+            "LOG_LEVEL",
+            "POWERTOOLS_SERVICE_NAME",
+            "POWERTOOLS_METRICS_NAMESPACE",
+            "POWERTOOLS_TRACE_DISABLED",
+            "JOBS_TABLE",
+        }
         env = {name: real.workers[name].spec.environment for name in real.workers}
         assert set(env["StatusFunction"]) == globals_
-        assert set(env["WebhookFunction"]) == globals_ | {"WEBHOOK_TOKEN_KEY_SECRET", "WEBHOOK_SIGNING_SECRETS"}
+        assert set(env["WebhookFunction"]) == globals_ | {
+            "WEBHOOK_TOKEN_KEY_SECRET",
+            "WEBHOOK_SIGNING_SECRETS",
+        }
         assert set(env["ReconcileFunction"]) == globals_ | {"SYNC_API_BASE_URL", "SYNC_API_KEY_SECRET"}
         assert env["SubmitFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
         assert env["SubmitFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
@@ -421,4 +486,8 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert [a["Dimensions"][0]["Value"] for a in alarms] == ["lipsync-local-SubmitDeadLetterQueue"]
         assert sorted({r.api for r in real.provisioned.routes}) == ["Api"]
         auth = {(r.method, r.path): r.iam_auth for r in real.provisioned.routes}
-        assert auth == {("POST", "/webhooks/sync/{jobId}"): False, ("GET", "/jobs/{jobId}"): True, ("GET", "/jobs"): True}
+        assert auth == {
+            ("POST", "/webhooks/sync/{jobId}"): False,
+            ("GET", "/jobs/{jobId}"): True,
+            ("GET", "/jobs"): True,
+        }

@@ -7,6 +7,7 @@ only when POWERTOOLS_TRACE_DISABLED is not "true".
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 logger = Logger()
 metrics = Metrics()
+# Not every invocation has a metric to report (a duplicate event, an arm task); that is fine.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 def tracing_enabled() -> bool:

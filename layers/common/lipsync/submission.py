@@ -321,6 +321,12 @@ class Submitter:
         """Process one created object. Raises SyncRetryableError when the queue should retry."""
         if created.bucket != self._storage.bucket:
             return "ignored", None
+        if created.version_id is None:
+            # Some producers omit versionId; identity must not depend on which event we got.
+            info = self._storage.head(created.key)
+            if info is None:
+                return "ignored", None  # deleted since
+            created = created.model_copy(update={"version_id": info.version_id, "etag": info.etag or created.etag})
         try:
             plan = plan_job(created, self._storage, self._settings)
         except InvalidJobError as error:

@@ -1,0 +1,242 @@
+"""In-memory fakes of the shared package's Protocols (JobStore, Storage, Workflow) and a
+scripted sync.so API for the real `SyncClient` (through `httpx.MockTransport`).
+
+They keep the real semantics that the code relies on: create-once records, forward-only
+status changes with history, versioned objects, and a webhook wait that can be woken once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from lipsync.jobs import HistoryEntry, Job, Source, status_rank, utc_now
+from lipsync.s3_events import ObjectCreated
+from lipsync.storage import MAX_MANIFEST_BYTES, ObjectInfo, TooLargeError
+from lipsync.sync_client import SyncClient
+
+# ---------------------------------------------------------------------------- job store
+
+
+def _json_round_trip(value: Any) -> Any:
+    # DynamoDB only takes JSON-like values; so does the fake (a JobError object would fail both).
+    return json.loads(json.dumps(value))
+
+
+class FakeJobStore:
+    """`JobStore` over a dict of raw items (like DynamoDB items: aliased names, extra attributes kept)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def put(self, job: Job) -> Job:
+        """Seed a record as it would be stored (no create-once check)."""
+        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self.items[job.job_id] = values | {"statusRank": status_rank(job.status)}
+        return self._job(job.job_id)
+
+    def _job(self, job_id: str) -> Job:
+        return Job.model_validate(copy.deepcopy(self.items[job_id]))
+
+    def create(self, job: Job, *, retention_days: int) -> tuple[bool, Job]:
+        if job.job_id in self.items:
+            return False, self._job(job.job_id)
+        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self.items[job.job_id] = values | {
+            "statusRank": status_rank(job.status),
+            "retentionDays": retention_days,
+        }
+        return True, self._job(job.job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        return self._job(job_id) if job_id in self.items else None
+
+    def advance(
+        self,
+        job_id: str,
+        status: str,
+        source: Source,
+        *,
+        fields: dict[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> Job | None:
+        item = self.items.get(job_id)
+        if item is None or not item["statusRank"] < status_rank(status):
+            return None
+        now = utc_now()
+        entry = HistoryEntry(status=status, source=source, at=now, detail=detail)
+        item.update(_json_round_trip(fields or {}))
+        item.update(status=status, statusRank=status_rank(status), updatedAt=now)
+        item.setdefault("history", []).append(entry.model_dump(exclude_none=True))
+        return self._job(job_id)
+
+    def set_fields(self, job_id: str, fields: dict[str, Any]) -> Job:
+        if job_id not in self.items:
+            raise KeyError(f"job {job_id} does not exist")  # DynamoDB: ConditionalCheckFailed
+        self.items[job_id].update(_json_round_trip(fields) | {"updatedAt": utc_now()})
+        return self._job(job_id)
+
+    def list_jobs(
+        self, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        ids = [job_id for job_id, item in self.items.items() if status is None or item["status"] == status]
+        if status is not None:
+            ids.sort(key=lambda job_id: str(self.items[job_id]["updatedAt"]), reverse=True)
+        start = int(cursor) if cursor else 0
+        page = ids[start : start + limit]
+        next_cursor = str(start + limit) if start + limit < len(ids) else None
+        return [self._job(job_id) for job_id in page], next_cursor
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class FakeObject:
+    body: bytes
+    version_id: str
+    etag: str
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def info(self, key: str) -> ObjectInfo:
+        return ObjectInfo(key=key, version_id=self.version_id, etag=self.etag, size=len(self.body))
+
+
+class FakeStorage:
+    """`Storage` over a versioned dict: `objects` holds each key's current version."""
+
+    def __init__(self, bucket: str = "media-bucket") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, FakeObject] = {}
+        self.versions: dict[tuple[str, str], FakeObject] = {}
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.writes: list[str] = []  # every key written by put_json or upload, in order
+        self.signature = "fake"  # change it to tell presigned URLs made at different times apart
+        self._counter = 0
+
+    def put(self, key: str, body: bytes = b"media", *, content_type: str = "application/octet-stream") -> FakeObject:
+        """Create a new version of `key` (as a user's upload would)."""
+        self._counter += 1
+        stored = FakeObject(
+            body=body,
+            version_id=f"v{self._counter}",
+            etag=hashlib.md5(body).hexdigest(),  # noqa: S324 - S3's ETag
+            content_type=content_type,
+        )
+        self.objects[key] = stored
+        self.versions[(key, stored.version_id)] = stored
+        return stored
+
+    def event(self, key: str) -> ObjectCreated:
+        """The ObjectCreated notification for the current version of `key`."""
+        stored = self.objects[key]
+        return ObjectCreated(bucket=self.bucket, key=key, version_id=stored.version_id, etag=stored.etag)
+
+    def _find(self, key: str, version_id: str | None) -> FakeObject | None:
+        if version_id:
+            return self.versions.get((key, version_id))
+        return self.objects.get(key)
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        stored = self._find(key, version_id)
+        return stored.info(key) if stored else None
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        # Like list_objects_v2: sorted keys, no version ids.
+        return [
+            ObjectInfo(key=key, etag=stored.etag, size=len(stored.body))
+            for key, stored in sorted(self.objects.items())
+            if key.startswith(prefix)
+        ]
+
+    def read(self, key: str, version_id: str | None = None, *, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        stored = self._find(key, version_id)
+        if stored is None:
+            raise KeyError(f"NoSuchKey: {key}")
+        if len(stored.body) > max_bytes:
+            raise TooLargeError(f"{key} is {len(stored.body)} bytes; the limit is {max_bytes}")
+        return stored.body
+
+    def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str:
+        query = {"versionId": version_id} if version_id else {}
+        query |= {"X-Amz-Expires": str(expires_seconds), "X-Amz-Signature": self.signature}
+        return f"https://presigned.example/{quote(key)}?{urlencode(query)}"
+
+    def put_json(self, key: str, document: dict[str, Any]) -> None:
+        body = json.dumps(document, indent=2, ensure_ascii=False).encode()
+        self.put(key, body, content_type="application/json")
+        self.documents[key] = json.loads(body)
+        self.writes.append(key)
+
+    def upload(self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]) -> ObjectInfo:
+        stored = self.put(key, body.read(), content_type=content_type)
+        stored = FakeObject(stored.body, stored.version_id, stored.etag, content_type, dict(metadata))
+        self.objects[key] = self.versions[(key, stored.version_id)] = stored
+        self.writes.append(key)
+        return stored.info(key)
+
+
+# ---------------------------------------------------------------------------- workflow
+
+
+class FakeWorkflow:
+    """`Workflow` that records calls. `wait(token)` opens a webhook wait; `wake` closes it once."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, dict[str, Any]]] = []
+        self.executions: dict[str, dict[str, Any]] = {}  # by name: a repeated start is a no-op
+        self.waiting: set[str] = set()
+        self.wakes: list[tuple[str, dict[str, Any]]] = []
+
+    def start(self, job_id: str, execution_input: dict[str, Any]) -> None:
+        self.starts.append((job_id, execution_input))
+        self.executions.setdefault(job_id, execution_input)
+
+    def wait(self, task_token: str) -> str:
+        self.waiting.add(task_token)
+        return task_token
+
+    def wake(self, task_token: str, output: dict[str, Any]) -> bool:
+        self.wakes.append((task_token, output))
+        if task_token not in self.waiting:
+            return False
+        self.waiting.discard(task_token)
+        return True
+
+
+# ---------------------------------------------------------------------------- sync.so API
+
+Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+class FakeSyncApi:
+    """A scripted sync.so: answers from `replies` in order (the last one repeats), records requests."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies: deque[Reply] = deque(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        if not self.replies:
+            raise AssertionError(f"unexpected request {request.method} {request.url}")
+        reply = self.replies.popleft() if len(self.replies) > 1 else self.replies[0]
+        if callable(reply):
+            return reply(request)
+        return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
+
+    def client(self) -> SyncClient:
+        return SyncClient("https://api.sync.example", "sk-test-key", transport=httpx.MockTransport(self))
+
+    def posts(self) -> list[httpx.Request]:
+        return [request for request in self.requests if request.method == "POST"]
