@@ -123,7 +123,9 @@ class FakeStorage:
         self.signature = "fake"  # change it to tell presigned URLs made at different times apart
         self._counter = 0
 
-    def put(self, key: str, body: bytes = b"media", *, content_type: str = "application/octet-stream") -> FakeObject:
+    def put(
+        self, key: str, body: bytes = b"media", *, content_type: str = "application/octet-stream"
+    ) -> FakeObject:
         """Create a new version of `key` (as a user's upload would)."""
         self._counter += 1
         stored = FakeObject(

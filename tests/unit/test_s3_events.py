@@ -84,7 +84,12 @@ def test_the_s3_test_event_yields_nothing() -> None:
 
 @pytest.mark.parametrize(
     "event_name",
-    ["ObjectRemoved:Delete", "ObjectRemoved:DeleteMarkerCreated", "ObjectRestore:Completed", "LifecycleExpiration:Delete"],
+    [
+        "ObjectRemoved:Delete",
+        "ObjectRemoved:DeleteMarkerCreated",
+        "ObjectRestore:Completed",
+        "LifecycleExpiration:Delete",
+    ],
 )
 def test_events_other_than_object_created_yield_nothing(event_name: str) -> None:
     assert created_objects(body(record("inputs/a.mp4", event_name=event_name))) == []
@@ -92,7 +97,12 @@ def test_events_other_than_object_created_yield_nothing(event_name: str) -> None
 
 @pytest.mark.parametrize(
     "event_name",
-    ["ObjectCreated:Put", "ObjectCreated:Post", "ObjectCreated:Copy", "ObjectCreated:CompleteMultipartUpload"],
+    [
+        "ObjectCreated:Put",
+        "ObjectCreated:Post",
+        "ObjectCreated:Copy",
+        "ObjectCreated:CompleteMultipartUpload",
+    ],
 )
 def test_every_kind_of_object_created_counts(event_name: str) -> None:
     assert len(created_objects(body(record("inputs/a.mp4", event_name=event_name)))) == 1

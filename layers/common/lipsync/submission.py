@@ -326,7 +326,9 @@ class Submitter:
             info = self._storage.head(created.key)
             if info is None:
                 return "ignored", None  # deleted since
-            created = created.model_copy(update={"version_id": info.version_id, "etag": info.etag or created.etag})
+            created = created.model_copy(
+                update={"version_id": info.version_id, "etag": info.etag or created.etag}
+            )
         try:
             plan = plan_job(created, self._storage, self._settings)
         except InvalidJobError as error:

@@ -1,0 +1,254 @@
+"""`make bench`: numbers, not assertions.
+
+1. Layer size: `sam build`, then compiled bytecode, measured unzipped and zipped.
+2. Handler cold-import time: each handler imported in a fresh Python 3.12 process against the
+   built layer, with and without the compiled bytecode (Lambda's /opt is read-only, so missing or
+   stale .pyc files are recompiled on every cold start).
+3. Per job, on the one-machine stack: Step Functions state transitions, Lambda invocations and
+   sync.so API calls, for a webhook-on-time job and for a lost-webhook job whose generation takes
+   ten simulated minutes (time scaled down 15x).
+4. The AWS cost per 1,000 jobs from those counts and the list prices in shared/docs/references.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = sorted(path.name for path in (ROOT / "functions").iterdir() if (path / "app.py").exists())
+IMPORT_RUNS = 7
+SCALE = 15  # simulated seconds per real second in the lost-webhook run
+
+# us-east-1 list prices (shared/docs/references.md §D.5-D.6).
+PRICE_TRANSITION = 0.025 / 1000
+PRICE_LAMBDA_REQUEST = 0.20 / 1_000_000
+PRICE_LAMBDA_GB_SECOND = 0.0000166667
+PRICE_REST_API_REQUEST = 3.50 / 1_000_000
+PRICE_WRU = 0.625 / 1_000_000
+PRICE_RRU = 0.125 / 1_000_000
+PRICE_SQS_REQUEST = 0.40 / 1_000_000
+PRICE_S3_PUT = 0.005 / 1000
+PRICE_S3_GET = 0.0004 / 1000
+# Billed duration per invocation in production (references.md §D.5 model, incl. 10-20 % cold starts),
+# memory from template.yaml, and DynamoDB units per invocation read off the code paths.
+LAMBDA_MODEL = {  # function: (seconds, GB, write units, read units)
+    "SubmitFunction": (0.72, 0.5, 2, 0),
+    "WebhookFunction": (0.25, 0.5, 1, 1),
+    "ArmWebhookFunction": (0.15, 0.5, 1, 0),
+    "ReconcileFunction": (0.5, 0.5, 1, 0),
+    "FinalizeFunction": (1.5, 1.0, 2, 1),
+}
+
+
+def heading(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------- layer + imports
+
+
+def build_layer(build_dir: Path) -> Path:
+    env = os.environ | {"SAM_CLI_TELEMETRY": "0"}
+    subprocess.run(
+        [sys.executable, "-m", "samcli", "build", "--build-dir", str(build_dir), "CommonLayer"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return build_dir / "CommonLayer"
+
+
+def tree_size(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def zipped_size(path: Path) -> int:
+    with tempfile.TemporaryFile() as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(path.rglob("*")):
+                if file.is_file():
+                    archive.write(file, file.relative_to(path))
+        return handle.tell()
+
+
+def import_ms(function: str, layer: Path) -> float:
+    """Median wall time of `import app` in a fresh interpreter, as a Lambda cold start pays it."""
+    code = "import time; t = time.perf_counter(); import app; print((time.perf_counter() - t) * 1000)"
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": f"{ROOT / 'functions' / function}:{layer / 'python'}",
+        "PYTHONDONTWRITEBYTECODE": "1",  # like /opt: nothing compiled at run time is kept
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "bench",
+    }
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(IMPORT_RUNS)
+    ]
+    return statistics.median(runs)
+
+
+def measure_layer_and_imports() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        heading("Layer (sam build CommonLayer)")
+        layer = build_layer(Path(scratch) / "build")
+        raw, packed = tree_size(layer), zipped_size(layer)
+        print(f"without bytecode: {raw / 1e6:6.2f} MB unzipped, {packed / 1e6:6.2f} MB zipped")
+        no_pyc = {function: import_ms(function, layer) for function in FUNCTIONS}
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(layer)],
+            check=True,
+        )
+        raw_pyc, packed_pyc = tree_size(layer), zipped_size(layer)
+        print(
+            f"with bytecode:    {raw_pyc / 1e6:6.2f} MB unzipped, {packed_pyc / 1e6:6.2f} MB zipped (what make build ships)"
+        )
+        with_pyc = {function: import_ms(function, layer) for function in FUNCTIONS}
+        heading(f"Handler cold import, median of {IMPORT_RUNS} fresh processes (ms)")
+        print(f"{'function':<14}{'no .pyc':>10}{'compiled':>10}")
+        for function in FUNCTIONS:
+            print(f"{function:<14}{no_pyc[function]:>10.0f}{with_pyc[function]:>10.0f}")
+
+
+# ---------------------------------------------------------------------------- per job
+
+
+def run_job(scenario: dict[str, Any], overrides: dict[str, str], processing_seconds: float) -> dict[str, Any]:
+    from local.media import make_sample_audio, make_sample_video
+    from local.stack import OneMachineStack
+    from local.sync_emulator import EmulatorConfig
+
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        OneMachineStack(
+            parameter_overrides=overrides,
+            emulator_config=EmulatorConfig(processing_seconds=processing_seconds),
+            stack_name=f"bench-{int(time.time() * 1000)}",
+        ) as stack,
+    ):
+        stack.emulator.set_scenario(scenario)
+        bucket = stack.state["bucket"]
+        video, audio = Path(scratch, "v.mp4"), Path(scratch, "a.wav")
+        make_sample_video(video)
+        make_sample_audio(audio)
+        s3 = stack.client("s3")
+        s3.upload_file(str(video), bucket, "inputs/bench.mp4")
+        s3.upload_file(str(audio), bucket, "inputs/bench.wav")
+        sfn = stack.client("stepfunctions")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            executions = sfn.list_executions(stateMachineArn=stack.state["state_machine_arn"])["executions"]
+            if executions and executions[0]["status"] != "RUNNING":
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the bench job did not finish")
+        history = sfn.get_execution_history(executionArn=executions[0]["executionArn"], maxResults=1000)[
+            "events"
+        ]
+        transitions = sum(1 for event in history if event["type"].endswith("StateEntered"))
+        invoked = Counter(
+            json.loads(event["taskScheduledEventDetails"]["parameters"])["FunctionName"].split(":")[-1]
+            for event in history
+            if event["type"] == "TaskScheduled"
+        )
+        lambdas = Counter({"SubmitFunction": 1}) + Counter(
+            {name.removeprefix(stack.stack_name + "-"): count for name, count in invoked.items()}
+        )
+        webhooks = [hook for hook in stack.emulator.webhooks() if not hook.get("dropped")]
+        if webhooks:
+            lambdas["WebhookFunction"] += len(webhooks)
+        calls = Counter(
+            f"{r['method']} /v2/{r['path'].split('/v2/')[1].split('/')[0]}" for r in stack.emulator.requests()
+        )
+        return {
+            "status": executions[0]["status"],
+            "transitions": transitions,
+            "lambdas": dict(lambdas),
+            "api_calls": dict(calls),
+            "webhooks": len(webhooks),
+        }
+
+
+def cost_per_thousand(job: dict[str, Any]) -> dict[str, float]:
+    lambdas: dict[str, int] = job["lambdas"]
+    lambda_cost = sum(
+        count
+        * (PRICE_LAMBDA_REQUEST + LAMBDA_MODEL[name][0] * LAMBDA_MODEL[name][1] * PRICE_LAMBDA_GB_SECOND)
+        for name, count in lambdas.items()
+    )
+    dynamodb = sum(
+        count * (LAMBDA_MODEL[name][2] * PRICE_WRU + LAMBDA_MODEL[name][3] * PRICE_RRU)
+        for name, count in lambdas.items()
+    )
+    costs = {
+        "Step Functions": job["transitions"] * PRICE_TRANSITION,
+        "Lambda": lambda_cost,
+        "API Gateway": job["webhooks"] * PRICE_REST_API_REQUEST,
+        "DynamoDB": dynamodb,
+        "SQS": 3 * PRICE_SQS_REQUEST,  # receive, delete, and the S3 test/second-file message
+        "S3": 2 * PRICE_S3_PUT + 2 * PRICE_S3_GET,  # outputs .mp4 + .json; sync.so fetches 2 inputs
+    }
+    return {name: value * 1000 for name, value in costs.items()}
+
+
+def measure_jobs() -> None:
+    on_time = run_job(
+        {},
+        {"WebhookTimeoutSeconds": "30", "MaxJobSeconds": "120"},
+        processing_seconds=1.0,
+    )
+    # Lost webhook, a ten-minute generation, production schedule (15 s x1.5, cap 120 s, webhook
+    # timeout 120 s instead of 600 s so that polling does the work), scaled down SCALE times.
+    lost = run_job(
+        {"webhook": "drop"},
+        {
+            "WebhookTimeoutSeconds": str(120 // SCALE),
+            "PollFirstIntervalSeconds": "1",
+            "PollBackoffRate": "1.5",
+            "PollMaxIntervalSeconds": str(120 // SCALE),
+            "MaxJobSeconds": str(3600 // SCALE),
+        },
+        processing_seconds=600 / SCALE,
+    )
+    heading("Per job")
+    for label, job in (("webhook on time", on_time), ("lost webhook, 10-min job", lost)):
+        print(
+            f"{label:<26} execution {job['status']}, {job['transitions']} state transitions, "
+            f"Lambda {sum(job['lambdas'].values())} ({job['lambdas']}), sync.so calls {job['api_calls']}"
+        )
+    heading("AWS cost per 1,000 jobs (USD, us-east-1 list prices; sync.so itself is ~$1,200+)")
+    for label, job in (("webhook on time", on_time), ("lost webhook, 10-min job", lost)):
+        costs = cost_per_thousand(job)
+        parts = ", ".join(f"{name} {value:.4f}" for name, value in costs.items())
+        print(f"{label:<26} total {sum(costs.values()):.3f}  ({parts})")
+
+
+def main() -> int:
+    if shutil.which("sam") is None and not (Path(sys.executable).parent / "sam").exists():
+        print("sam is not installed; run make install first", file=sys.stderr)
+        return 1
+    measure_layer_and_imports()
+    measure_jobs()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
