@@ -26,9 +26,23 @@ from lipsync.sync_client import SyncClient
 # ---------------------------------------------------------------------------- job store
 
 
+def _integral_floats_to_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats_to_int(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_to_int(item) for item in value]
+    return value
+
+
 def _json_round_trip(value: Any) -> Any:
-    # DynamoDB only takes JSON-like values; so does the fake (a JobError object would fail both).
-    return json.loads(json.dumps(value))
+    """What a value looks like after a trip through DynamoDB and `DynamoJobStore`.
+
+    Only JSON-like values are accepted (a JobError object would fail both), and numbers come
+    back as DynamoDB numbers do: an integral float such as 2.0 is read back as the int 2.
+    """
+    return _integral_floats_to_int(json.loads(json.dumps(value)))
 
 
 class FakeJobStore:
@@ -39,7 +53,7 @@ class FakeJobStore:
 
     def put(self, job: Job) -> Job:
         """Seed a record as it would be stored (no create-once check)."""
-        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        values = _json_round_trip(job.model_dump(mode="json", by_alias=True, exclude_none=True))
         self.items[job.job_id] = values | {"statusRank": status_rank(job.status)}
         return self._job(job.job_id)
 
@@ -49,12 +63,12 @@ class FakeJobStore:
     def create(self, job: Job, *, retention_days: int) -> tuple[bool, Job]:
         if job.job_id in self.items:
             return False, self._job(job.job_id)
-        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        values = _json_round_trip(job.model_dump(mode="json", by_alias=True, exclude_none=True))
         self.items[job.job_id] = values | {
             "statusRank": status_rank(job.status),
             "retentionDays": retention_days,
         }
-        return True, self._job(job.job_id)
+        return True, job  # like DynamoJobStore: the caller's own record, not a read-back
 
     def get(self, job_id: str) -> Job | None:
         return self._job(job_id) if job_id in self.items else None

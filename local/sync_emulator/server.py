@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "method": method,
                 "path": path,
                 "query": mask_query_params(query),
-                "headers": mask_headers(dict(self.headers.items())),
+                "headers": mask_headers({name.lower(): value for name, value in self.headers.items()}),
                 "body": body,
                 "status": status,
                 "time": now_iso(),

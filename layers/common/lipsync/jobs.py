@@ -111,9 +111,9 @@ class Job(BaseModel):
     submit_attempts: int = Field(default=0, alias="submitAttempts")
     last_error: str | None = Field(default=None, alias="lastError")
     warnings: list[str] = Field(default_factory=list)
-    # Private: the exact body sent (holds presigned URLs), the execution's task token,
+    # Private: the exact request body (it holds presigned URLs), the execution's task token,
     # and sync.so's signed output URL. Never shown by `public_view`.
-    request_body: dict[str, Any] | None = Field(default=None, alias="requestBody")
+    request_body: str | None = Field(default=None, alias="requestBody")  # JSON text, sent as is on every try
     task_token: str | None = Field(default=None, alias="taskToken")
     output_url: str | None = Field(default=None, alias="outputUrl")
     webhook_status: str | None = Field(default=None, alias="webhookStatus")

@@ -167,18 +167,20 @@ def finalize(
 ) -> dict[str, Any]:
     """Copy a COMPLETED job's output into outputs/ and write outputs/<name>.json; record any other end."""
     job = _load(store, job_id)
-    if workflow_error and not is_final(job.status):
+    if workflow_error:
+        # Record what went wrong; a job sync.so completed stays COMPLETED, without an output copy.
         error = JobError(
             code=str(workflow_error.get("Error") or "workflow_error"),
             message="the job's workflow failed: " + str(workflow_error.get("Cause") or "")[:500],
+        ).model_dump(exclude_none=True)
+        failed = store.advance(
+            job_id, JobStatus.FAILED, "finalize", fields={"error": error, "finishedAt": utc_now()}
         )
-        job = store.advance(
-            job_id,
-            JobStatus.FAILED,
-            "finalize",
-            fields={"error": error.model_dump(exclude_none=True), "finishedAt": utc_now()},
-        ) or _load(store, job_id)
-    if job.status == JobStatus.COMPLETED and not job.output_checksum:
+        if failed:
+            job = failed
+        elif job.error is None:  # keep the error that ended the job, if it has one
+            job = store.set_fields(job_id, {"error": error})
+    elif job.status == JobStatus.COMPLETED and not job.output_checksum:
         job = _copy_output(store, storage, sync, job, http or httpx.Client(timeout=DOWNLOAD_TIMEOUT))
     if not job.finalized_at:
         write_job_document(storage, job)

@@ -38,6 +38,7 @@ OUTPUTS_PREFIX = "outputs/"
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "webm", "m4v", "mkv"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+FIRST_BACKOFF_SECONDS = 2.0  # then 4, 8, ... up to 15 minutes, when sync.so gives no Retry-After
 # sync.so answers 401/402/403 for the account, not the input: the job failed rather than was rejected.
 ACCOUNT_STATUS_CODES = frozenset({401, 402, 403})
 
@@ -90,6 +91,8 @@ def _ref(created: ObjectCreated) -> ObjectRef:
 
 def plan_job(created: ObjectCreated, storage: Storage, settings: SubmitSettings) -> JobPlan | None:
     """The job an object asks for; None when it is not (yet) a job. Raises InvalidJobError."""
+    if created.key.endswith("/") or PurePosixPath(created.key).name.startswith("."):
+        return None  # "Create folder" placeholders and hidden files (.DS_Store) are not jobs
     if created.key.startswith(INPUTS_PREFIX):
         return _plan_pair(created, storage, settings)
     if created.key.startswith(JOBS_PREFIX):
@@ -100,12 +103,12 @@ def plan_job(created: ObjectCreated, storage: Storage, settings: SubmitSettings)
 def _plan_pair(created: ObjectCreated, storage: Storage, settings: SubmitSettings) -> JobPlan | None:
     stem, extension = _split_extension(created.key)
     name = stem.removeprefix(INPUTS_PREFIX)
-    if created.key.endswith("/"):  # a "folder" placeholder object
-        return None
     invalid = JobPlan(job_id_for(storage.bucket, [_ref(created)]), name, "pair", [_ref(created)])
     if extension not in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS:
+        # Named after the whole file, so a stray file never overwrites a real job's document.
+        stray = JobPlan(invalid.job_id, created.key.removeprefix(INPUTS_PREFIX), "pair", invalid.refs)
         raise InvalidJobError(
-            invalid,
+            stray,
             InvalidInputError(
                 f"{created.key} is neither a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) "
                 f"nor an audio file ({', '.join(sorted(AUDIO_EXTENSIONS))})"
@@ -234,7 +237,7 @@ def _manifest_request(
     except ValidationError as error:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidInputError(first["msg"], field=location) from error
+        raise InvalidInputError(first["msg"].removeprefix("Value error, "), field=location) from error
     for index, item in enumerate(request.input):
         if not isinstance(item, TextInput) and item.url:
             item.url = _resolve_url(item.url, f"input.{index}.url", storage, settings.presigned_url_seconds)
@@ -270,7 +273,7 @@ def _resolve_url(url: str, field_name: str, storage: Storage, expires: int) -> s
 
 def retry_delay_seconds(error: SyncRetryableError, receive_count: int) -> int:
     """How long the message stays invisible: the API's hint, else capped exponential backoff with jitter."""
-    base = error.retry_after_seconds or min(900.0, 5.0 * 2 ** max(0, receive_count - 1))
+    base = error.retry_after_seconds or min(900.0, FIRST_BACKOFF_SECONDS * 2 ** max(0, receive_count - 1))
     return int(min(MAX_VISIBILITY_SECONDS, base + random.uniform(0, base / 4) + 1))  # noqa: S311 - jitter
 
 
@@ -367,7 +370,8 @@ class Submitter:
             f"{self._settings.webhook_base_url.rstrip('/')}/webhooks/sync/{plan.job_id}?"
             + urlencode({"token": job_token(self._token_key, plan.job_id)})
         )
-        body = plan.request.to_api() | {"webhookUrl": webhook_url}
+        # Kept as JSON text: a retry must send the same body, and DynamoDB would turn 30.0 into 30.
+        body = json.dumps(plan.request.to_api() | {"webhookUrl": webhook_url}, ensure_ascii=False)
         job = self._new_job(
             plan,
             JobStatus.QUEUED,
@@ -377,15 +381,17 @@ class Submitter:
             warnings=plan.warnings,
         )
         created, job = self._store.create(job, retention_days=self._settings.job_retention_days)
-        if not created and (job.generation_id or is_final(job.status)):
-            if job.generation_id and not is_final(job.status):
-                self._workflow.start(job.job_id, execution_input(job, self._timings))
+        if not created and job.generation_id:
+            # Accepted before (maybe a webhook already finished it): make sure its execution runs.
+            self._workflow.start(job.job_id, execution_input(job, self._timings))
+            return "duplicate", job
+        if not created and is_final(job.status):
             return "duplicate", job
         return self._call_api(job)
 
     def _call_api(self, job: Job) -> tuple[Outcome, Job]:
         # Always the stored body: a retry after an uncertain outcome must repeat it byte for byte.
-        request = GenerateRequest.model_validate(job.request_body)
+        request = GenerateRequest.model_validate_json(job.request_body or "{}")
         try:
             generation = self._sync.create_generation(request, idempotency_key=job.job_id)
         except SyncRetryableError as error:

@@ -126,4 +126,4 @@ def parse_signing_secrets(secret_value: str) -> list[str]:
         return [secret_value.strip()]
     if isinstance(parsed, dict):
         return [str(parsed.get(name) or "").strip() for name in ("current", "previous")]
-    return [str(parsed).strip()]
+    return [str(parsed).strip()] if isinstance(parsed, str) else []

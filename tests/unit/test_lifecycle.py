@@ -1,0 +1,513 @@
+"""The state machine's tasks: arm the webhook wait, reconcile with a GET, finalize."""
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from lipsync.jobs import Job, JobStatus
+from lipsync.lifecycle import (
+    OUTPUT_CONTENT_TYPE,
+    OutputUnavailableError,
+    PollSchedule,
+    ReconcileState,
+    arm_webhook_wait,
+    finalize,
+    reconcile,
+)
+from lipsync.sync_client import SyncRetryableError
+from lipsync.webhook_auth import job_token
+from lipsync.webhooks import WebhookReceiver
+from tests.fakes import FakeJobStore, FakeStorage, FakeSyncApi, FakeWorkflow
+
+JOB_ID = "0123456789abcdef0123456789abcdef"
+AT = "2026-11-25T00:00:00.000Z"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+OUTPUT_URL = "https://cdn.sync.example/out.mp4?sig=first"
+FRESH_URL = "https://cdn.sync.example/out.mp4?sig=fresh"
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
+
+
+def seed(store: FakeJobStore, status: str = "PENDING", **extra: Any) -> Job:
+    return store.put(
+        Job.model_validate(
+            {
+                "jobId": JOB_ID,
+                "name": "campaign/a",
+                "kind": "pair",
+                "status": status,
+                "bucket": "media-bucket",
+                "model": "lipsync-2",
+                "documentKey": "outputs/campaign/a.json",
+                "outputKey": "outputs/campaign/a.mp4",
+                "generationId": "gen-1",
+                "createdAt": AT,
+                "updatedAt": AT,
+                "history": [{"status": status, "source": "submit", "at": AT}],
+            }
+            | extra
+        )
+    )
+
+
+def stored(store: FakeJobStore) -> Job:
+    job = store.get(JOB_ID)
+    assert job is not None
+    return job
+
+
+# ---------------------------------------------------------------------------- arm
+
+
+def test_arm_stores_the_token_and_waits() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1") == {
+        "armed": True,
+        "webhookAlreadyArrived": False,
+    }
+    assert stored(store).task_token == "task-1"
+    assert workflow.wakes == []
+
+
+@pytest.mark.parametrize("early", ["COMPLETED", "FAILED", "REJECTED"])
+def test_arm_wakes_the_workflow_itself_when_a_terminal_webhook_came_first(early: str) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, early, webhookStatus=early)
+    workflow.wait("task-1")
+    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1") == {
+        "armed": True,
+        "webhookAlreadyArrived": True,
+    }
+    assert workflow.wakes == [("task-1", {"status": early, "source": "webhook"})]
+    assert workflow.waiting == set()
+
+
+def test_arm_does_not_wake_for_a_non_terminal_webhook_status() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, "PROCESSING", webhookStatus="PROCESSING")
+    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1")["webhookAlreadyArrived"] is False
+    assert workflow.wakes == []
+
+
+@pytest.mark.parametrize("webhook_first", [True, False])
+def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    workflow.wait("task-1")
+    hooks = WebhookReceiver(store, workflow, lambda: "key", lambda: [])
+    body = json.dumps({"id": "gen-1", "status": "FAILED", "error_code": "boom"}).encode()
+
+    def deliver() -> None:
+        hooks.receive(JOB_ID, job_token("key", JOB_ID), None, body)
+
+    def arm() -> None:
+        arm_webhook_wait(store, workflow, JOB_ID, "task-1")
+
+    for step in (deliver, arm) if webhook_first else (arm, deliver):
+        step()
+    assert workflow.waiting == set()  # the wait is over
+    assert [token for token, _ in workflow.wakes] == ["task-1"]  # by exactly one side
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+def state(
+    attempt: int = 0, webhook: dict[str, Any] | None = None, deadline: datetime = NOW + timedelta(hours=1)
+) -> ReconcileState:
+    return ReconcileState.model_validate(
+        {
+            "jobId": JOB_ID,
+            "generationId": "gen-1",
+            "webhookTimeoutSeconds": 600,
+            "poll": {
+                "firstIntervalSeconds": 10,
+                "backoffRate": 2,
+                "maxIntervalSeconds": 60,
+                "deadline": deadline.isoformat().replace("+00:00", "Z"),
+            },
+            "reconcile": {"attempt": attempt, "terminal": False, "nextWaitSeconds": 10},
+            "webhook": webhook or {},
+        }
+    )
+
+
+def got(status: str, **extra: Any) -> httpx.Response:
+    return httpx.Response(200, json={"id": "gen-1", "status": status, "createdAt": AT, **extra})
+
+
+COMPLETED = got("COMPLETED", outputUrl=OUTPUT_URL, outputDuration=12.5)
+WOKEN = {"status": "COMPLETED", "source": "webhook"}
+TIMED_OUT_WAIT = {"Error": "States.Timeout", "Cause": "no webhook"}
+
+
+def clock(moment: datetime = NOW) -> Callable[[], datetime]:
+    return lambda: moment
+
+
+def test_reconcile_records_a_completed_generation_confirmed_after_a_webhook() -> None:
+    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    seed(store, "PROCESSING")
+    result = reconcile(store, api.client(), state(0, WOKEN), clock())
+    assert result == {"status": "COMPLETED", "terminal": True, "attempt": 0, "nextWaitSeconds": 0}
+    (request,) = api.requests
+    assert (request.method, request.url.path) == ("GET", "/v2/generate/gen-1")
+    job = stored(store)
+    assert (job.status, job.output_url, job.output_duration) == ("COMPLETED", OUTPUT_URL, 12.5)
+    assert (job.finished_by, job.history[-1].source) == ("webhook", "webhook")
+    assert job.finished_at is not None
+    assert "outputUrl" not in job.public_view()
+
+
+@pytest.mark.parametrize(
+    ("attempt", "webhook"),
+    [(0, {}), (0, TIMED_OUT_WAIT), (3, WOKEN), (1, {})],
+)
+def test_reconcile_says_polling_when_no_webhook_woke_this_look(attempt: int, webhook: dict[str, Any]) -> None:
+    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    seed(store, "PROCESSING")
+    assert reconcile(store, api.client(), state(attempt, webhook), clock())["terminal"] is True
+    job = stored(store)
+    assert (job.status, job.finished_by, job.history[-1].source) == ("COMPLETED", "polling", "poll")
+    assert job.output_url == OUTPUT_URL
+
+
+def test_reconcile_after_the_webhook_recorded_the_status_still_keeps_the_get_details() -> None:
+    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    seed(store, "COMPLETED", webhookStatus="COMPLETED")  # the webhook advanced it already
+    reconcile(store, api.client(), state(0, WOKEN), clock())
+    job = stored(store)
+    assert (job.status, job.output_url, job.output_duration, job.finished_by) == (
+        "COMPLETED",
+        OUTPUT_URL,
+        12.5,
+        "webhook",
+    )
+    assert job.finished_at is not None
+
+
+def test_reconcile_records_a_failed_generation_with_its_error() -> None:
+    store = FakeJobStore()
+    api = FakeSyncApi(got("FAILED", error="No face.", errorCode="generation_face_not_detected"))
+    seed(store)
+    assert reconcile(store, api.client(), state(), clock())["status"] == "FAILED"
+    job = stored(store)
+    assert job.error is not None
+    assert (job.status, job.error.code, job.error.message) == (
+        "FAILED",
+        "generation_face_not_detected",
+        "No face.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "seconds_left", "expected"),
+    [
+        (0, 3600, 10),
+        (1, 3600, 20),
+        (2, 3600, 40),
+        (3, 3600, 60),  # 80, capped
+        (12, 3600, 60),
+        (1, 25, 20),
+        (2, 25, 25),  # never past the deadline
+        (0, 0.5, 1),
+    ],
+)
+def test_reconcile_of_a_running_generation_schedules_the_next_look(
+    attempt: int, seconds_left: float, expected: int
+) -> None:
+    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    seed(store)
+    result = reconcile(
+        store, api.client(), state(attempt, deadline=NOW + timedelta(seconds=seconds_left)), clock()
+    )
+    assert result == {
+        "status": "PROCESSING",
+        "terminal": False,
+        "attempt": attempt + 1,
+        "nextWaitSeconds": expected,
+    }
+    job = stored(store)
+    assert (job.status, job.history[-1].source) == ("PROCESSING", "poll")
+
+
+def test_reconcile_of_the_same_running_status_twice_changes_nothing_but_returns_the_schedule() -> None:
+    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    seed(store)
+    reconcile(store, api.client(), state(0), clock())
+    history = stored(store).history
+    assert reconcile(store, api.client(), state(1), clock())["attempt"] == 2
+    assert stored(store).history == history
+
+
+def test_poll_schedule_follows_first_times_rate_to_the_power_of_attempt() -> None:
+    schedule = PollSchedule.model_validate(
+        {
+            "firstIntervalSeconds": 5,
+            "backoffRate": 1.5,
+            "maxIntervalSeconds": 30,
+            "deadline": NOW + timedelta(days=1),
+        }
+    )
+    assert [schedule.wait_after(attempt, NOW) for attempt in range(7)] == [5, 7, 11, 16, 25, 30, 30]
+
+
+def test_reconcile_past_the_deadline_times_the_job_out() -> None:
+    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    seed(store)
+    deadline = NOW - timedelta(seconds=1)
+    result = reconcile(store, api.client(), state(7, deadline=deadline), clock())
+    assert result == {"status": "TIMED_OUT", "terminal": True, "attempt": 7, "nextWaitSeconds": 0}
+    job = stored(store)
+    assert job.status == JobStatus.TIMED_OUT
+    assert job.error is not None
+    assert job.error.code == "job_timed_out"
+    assert job.finished_by == "polling"
+
+
+def test_a_terminal_answer_past_the_deadline_is_still_recorded_as_such() -> None:
+    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    seed(store)
+    result = reconcile(store, api.client(), state(7, deadline=NOW - timedelta(minutes=5)), clock())
+    assert result["status"] == "COMPLETED"
+    assert stored(store).status == "COMPLETED"
+
+
+def time_out(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectTimeout("slow", request=request)
+
+
+@pytest.mark.parametrize("reply", [httpx.Response(502, text="bad gateway"), httpx.Response(429), time_out])
+def test_a_retryable_get_error_is_raised_before_the_deadline(
+    reply: httpx.Response | Callable[..., Any],
+) -> None:
+    store, api = FakeJobStore(), FakeSyncApi(reply)
+    seed(store)
+    before = json.dumps(store.items)
+    with pytest.raises(SyncRetryableError):
+        reconcile(store, api.client(), state(2), clock())
+    assert json.dumps(store.items) == before
+
+
+@pytest.mark.parametrize("reply", [httpx.Response(502, text="bad gateway"), time_out])
+def test_a_retryable_get_error_after_the_deadline_times_out(
+    reply: httpx.Response | Callable[..., Any],
+) -> None:
+    store, api = FakeJobStore(), FakeSyncApi(reply)
+    seed(store)
+    result = reconcile(store, api.client(), state(2, deadline=NOW), clock())
+    assert (result["status"], result["terminal"]) == ("TIMED_OUT", True)
+    assert stored(store).status == "TIMED_OUT"
+
+
+def test_a_404_fails_the_job() -> None:
+    store = FakeJobStore()
+    api = FakeSyncApi(
+        httpx.Response(404, json={"statusCode": 404, "errorCode": "generation_not_found", "message": "no"})
+    )
+    seed(store)
+    assert reconcile(store, api.client(), state(), clock())["status"] == "FAILED"
+    job = stored(store)
+    assert job.status == "FAILED"
+    assert job.error is not None
+    assert job.error.code == "generation_not_found"
+
+
+# ---------------------------------------------------------------------------- finalize
+
+Route = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+class Cdn:
+    """The output host: answers by full URL and counts GETs."""
+
+    def __init__(self, routes: dict[str, Route]) -> None:
+        self.routes = routes
+        self.requested: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        self.requested.append(url)
+        route = self.routes.get(url, httpx.Response(404))
+        return route(request) if callable(route) else route
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self))
+
+
+class BrokenStream(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield VIDEO[:100]
+        raise httpx.ReadError("connection reset")
+
+
+def completed_job(store: FakeJobStore, **extra: Any) -> Job:
+    return seed(store, "COMPLETED", outputUrl=OUTPUT_URL, finishedBy="webhook", **extra)
+
+
+def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    completed_job(store)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    result = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    assert result == {"status": "COMPLETED", "outputKey": "outputs/campaign/a.mp4"}
+    digest = hashlib.sha256(VIDEO).hexdigest()
+    output = storage.objects["outputs/campaign/a.mp4"]
+    assert output.body == VIDEO
+    assert output.content_type == OUTPUT_CONTENT_TYPE == "video/mp4"
+    assert output.metadata == {
+        "job-id": JOB_ID,
+        "generation-id": "gen-1",
+        "model": "lipsync-2",
+        "sha256": digest,
+    }
+    job = stored(store)
+    assert job.output_checksum == f"sha256:{digest}"
+    assert (job.output_version_id, job.output_size) == (output.version_id, len(VIDEO))
+    assert job.finalized_at is not None
+    document = storage.documents["outputs/campaign/a.json"]
+    assert document["status"] == "COMPLETED"
+    assert document["outputChecksum"] == f"sha256:{digest}"
+    assert "cdn.sync.example" not in json.dumps(document)
+    assert api.requests == []  # the recorded URL worked: no fresh one needed
+
+
+@pytest.mark.parametrize("expired", [httpx.Response(403, text="AccessDenied"), httpx.Response(410)])
+def test_an_expired_output_url_is_replaced_by_a_fresh_one(expired: httpx.Response) -> None:
+    store, storage = FakeJobStore(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(200, text=f'"{FRESH_URL}"\n'))
+    completed_job(store)
+    cdn = Cdn({OUTPUT_URL: expired, FRESH_URL: httpx.Response(200, content=VIDEO)})
+    assert (
+        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())["outputKey"]
+        == "outputs/campaign/a.mp4"
+    )
+    (request,) = api.requests
+    assert (request.method, request.url.path) == ("GET", "/v2/generations/gen-1/download")
+    assert cdn.requested == [OUTPUT_URL, FRESH_URL]
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+    assert stored(store).output_checksum == f"sha256:{hashlib.sha256(VIDEO).hexdigest()}"
+
+
+def test_a_missing_output_url_asks_for_a_fresh_one() -> None:
+    store, storage = FakeJobStore(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
+    seed(store, "COMPLETED")
+    cdn = Cdn({FRESH_URL: httpx.Response(200, content=VIDEO)})
+    finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+
+
+def test_finalize_twice_uploads_once_and_writes_the_document_once() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    completed_job(store)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    first = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    second = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    assert first == second
+    assert storage.writes == ["outputs/campaign/a.mp4", "outputs/campaign/a.json"]
+    assert cdn.requested == [OUTPUT_URL]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("FAILED", "generation_face_not_detected"),
+        ("REJECTED", "generation_input_validation_failed"),
+        ("TIMED_OUT", "job_timed_out"),
+    ],
+)
+def test_other_ends_write_the_document_with_the_error_and_upload_nothing(status: str, code: str) -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    seed(store, status, error={"code": code, "message": "it went wrong"})
+    cdn = Cdn({})
+    assert finalize(store, storage, api.client(), JOB_ID, http=cdn.client()) == {
+        "status": status,
+        "outputKey": None,
+    }
+    assert "outputs/campaign/a.mp4" not in storage.objects
+    assert cdn.requested == []
+    assert storage.documents["outputs/campaign/a.json"]["error"] == {"code": code, "message": "it went wrong"}
+    assert storage.documents["outputs/campaign/a.json"]["status"] == status
+
+
+def test_a_workflow_error_fails_a_job_that_is_not_final() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    seed(store, "PROCESSING")
+    error = {"Error": "Lambda.Unknown", "Cause": "The reconcile function crashed"}
+    assert finalize(store, storage, api.client(), JOB_ID, workflow_error=error)["status"] == "FAILED"
+    job = stored(store)
+    assert job.status == "FAILED"
+    assert job.error is not None
+    assert job.error.code == "Lambda.Unknown"
+    assert "The reconcile function crashed" in job.error.message
+    assert (job.history[-1].status, job.history[-1].source) == ("FAILED", "finalize")
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "FAILED"
+
+
+def test_a_workflow_error_does_not_change_a_final_job() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    seed(store, "REJECTED", error={"code": "bad_input", "message": "no"})
+    finalize(store, storage, api.client(), JOB_ID, workflow_error={"Error": "X", "Cause": "Y"})
+    job = stored(store)
+    assert job.status == "REJECTED"
+    assert job.error is not None
+    assert job.error.code == "bad_input"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        httpx.Response(200, stream=BrokenStream()),
+        httpx.Response(503, text="unavailable"),
+    ],
+    ids=["reset-mid-download", "cdn-5xx"],
+)
+def test_a_failed_download_leaves_nothing_and_a_second_run_succeeds(broken: httpx.Response) -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    completed_job(store)
+    with pytest.raises((httpx.HTTPError, OutputUnavailableError)):
+        finalize(store, storage, api.client(), JOB_ID, http=Cdn({OUTPUT_URL: broken}).client())
+    assert storage.objects == {}
+    assert storage.documents == {}
+    job = stored(store)
+    assert (job.output_checksum, job.finalized_at) == (None, None)
+
+    finalize(
+        store,
+        storage,
+        api.client(),
+        JOB_ID,
+        http=Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)}).client(),
+    )
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "COMPLETED"
+
+
+def test_an_output_that_cannot_be_fetched_at_all_raises() -> None:
+    store, storage = FakeJobStore(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
+    completed_job(store)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(403), FRESH_URL: httpx.Response(403)})
+    with pytest.raises(OutputUnavailableError):
+        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    assert storage.objects == {}
+
+
+def test_record_failure_after_a_failed_copy_still_writes_the_document() -> None:
+    # The state machine's Finalize gave up (output not downloadable) and RecordFailure calls
+    # finalize with the workflow error. The job is COMPLETED at sync.so, so it stays COMPLETED,
+    # but the user must still get outputs/<name>.json saying what went wrong (invariant 4).
+    store, storage = FakeJobStore(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
+    completed_job(store)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(403), FRESH_URL: httpx.Response(403)})
+    workflow_error = {"Error": "OutputUnavailableError", "Cause": "not downloadable"}
+    finalize(store, storage, api.client(), JOB_ID, workflow_error=workflow_error, http=cdn.client())
+    document = storage.documents["outputs/campaign/a.json"]
+    assert "error" in document

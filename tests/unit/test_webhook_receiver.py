@@ -1,0 +1,352 @@
+"""WebhookReceiver: authenticate, record forward-only, wake the execution."""
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+
+from lipsync.jobs import Job
+from lipsync.webhook_auth import job_token, sign
+from lipsync.webhooks import MAX_BODY_BYTES, WebhookReceiver, WebhookRejectedError, parse_signing_secrets
+from tests.fakes import FakeJobStore, FakeWorkflow
+
+TOKEN_KEY = "stack-token-key"
+JOB_ID = "0123456789abcdef0123456789abcdef"
+OTHER_JOB_ID = "fedcba9876543210fedcba9876543210"
+CURRENT = "whsec_current"
+PREVIOUS = "whsec_previous"
+AT = "2026-11-25T00:00:00.000Z"
+
+
+def seed(store: FakeJobStore, *, job_id: str = JOB_ID, status: str = "PENDING", **extra: Any) -> Job:
+    return store.put(
+        Job.model_validate(
+            {
+                "jobId": job_id,
+                "name": "a",
+                "kind": "pair",
+                "status": status,
+                "bucket": "media-bucket",
+                "documentKey": "outputs/a.json",
+                "generationId": "gen-1",
+                "createdAt": AT,
+                "updatedAt": AT,
+                "history": [{"status": status, "source": "submit", "at": AT}],
+            }
+            | extra
+        )
+    )
+
+
+def receiver(
+    store: FakeJobStore, workflow: FakeWorkflow, secrets: list[str] | None = None
+) -> WebhookReceiver:
+    return WebhookReceiver(store, workflow, lambda: TOKEN_KEY, lambda: list(secrets or []))
+
+
+def payload(status: str, gen_id: str = "gen-1", **extra: Any) -> bytes:
+    return json.dumps({"id": gen_id, "status": status, "createdAt": AT, **extra}).encode()
+
+
+def token(job_id: str = JOB_ID) -> str:
+    return job_token(TOKEN_KEY, job_id)
+
+
+def rejected(call: Any) -> WebhookRejectedError:
+    with pytest.raises(WebhookRejectedError) as caught:
+        call()
+    return caught.value
+
+
+def test_a_forward_status_is_applied_with_source_webhook() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("PROCESSING"))
+    assert (result.applied, result.status, result.woke_workflow, result.signed_form) == (
+        True,
+        "PROCESSING",
+        False,
+        None,
+    )
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert job.status == "PROCESSING"
+    assert [(entry.status, entry.source) for entry in job.history] == [
+        ("PENDING", "submit"),
+        ("PROCESSING", "webhook"),
+    ]
+    assert job.webhook_status is None  # only terminal deliveries are the arm task's signal
+    assert "lastWebhookAt" in store.items[JOB_ID]
+
+
+def test_status_is_read_case_insensitively() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    assert receiver(store, workflow).receive(JOB_ID, token(), None, payload("processing")).applied
+    assert store.items[JOB_ID]["status"] == "PROCESSING"
+
+
+def test_a_duplicate_delivery_changes_nothing() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    hooks = receiver(store, workflow)
+    assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
+    before = copy.deepcopy(store.items)
+    again = hooks.receive(JOB_ID, token(), None, payload("PROCESSING"))
+    assert (again.applied, again.woke_workflow) == (False, False)
+    assert store.items == before
+
+
+def test_an_out_of_order_delivery_changes_nothing() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    hooks = receiver(store, workflow)
+    assert hooks.receive(JOB_ID, token(), None, payload("COMPLETED")).applied
+    before = copy.deepcopy(store.items)
+    for late in ("PROCESSING", "PENDING", "FAILED", "COMPLETED"):
+        assert not hooks.receive(JOB_ID, token(), None, payload(late)).applied
+    assert store.items == before
+    assert store.items[JOB_ID]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("given", "code"),
+    [
+        (None, 401),
+        ("", 401),
+        ("0" * 64, 403),
+        (job_token("another-key", JOB_ID), 403),
+        (token(OTHER_JOB_ID), 403),
+    ],
+)
+def test_token_checks(given: str | None, code: int) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    before = copy.deepcopy(store.items)
+    error = rejected(lambda: receiver(store, workflow).receive(JOB_ID, given, None, payload("COMPLETED")))
+    assert error.status_code == code
+    assert store.items == before
+
+
+def signed(body: bytes, secret: str = CURRENT, at: float | None = None) -> str:
+    return sign(secret, body, int(time.time() if at is None else at))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "t=123",
+        signed(payload("COMPLETED"), "whsec_wrong"),
+        signed(payload("FAILED")),  # signs another body
+        signed(payload("COMPLETED"), at=time.time() - 3600),
+    ],
+    ids=["missing", "empty", "malformed", "wrong-secret", "other-body", "stale"],
+)
+def test_with_signing_secrets_a_bad_signature_is_401(header: str | None) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    before = copy.deepcopy(store.items)
+    hooks = receiver(store, workflow, [CURRENT, PREVIOUS])
+    error = rejected(lambda: hooks.receive(JOB_ID, token(), header, payload("COMPLETED")))
+    assert error.status_code == 401
+    assert store.items == before
+
+
+@pytest.mark.parametrize("secret", [CURRENT, PREVIOUS])
+def test_the_current_and_the_previous_secret_are_accepted(secret: str) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    body = payload("PROCESSING")
+    result = receiver(store, workflow, [CURRENT, PREVIOUS]).receive(
+        JOB_ID, token(), signed(body, secret), body
+    )
+    assert (result.applied, result.signed_form) == (True, "raw")
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert job.history[-1].detail == "signature: raw"
+
+
+def test_a_valid_signature_does_not_replace_the_token() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    body = payload("COMPLETED")
+    hooks = receiver(store, workflow, [CURRENT])
+    assert rejected(lambda: hooks.receive(JOB_ID, None, signed(body), body)).status_code == 401
+    assert rejected(lambda: hooks.receive(JOB_ID, token(OTHER_JOB_ID), signed(body), body)).status_code == 403
+
+
+@pytest.mark.parametrize("secrets", [[], ["", ""], [""]])
+def test_without_signing_secrets_the_token_alone_suffices(secrets: list[str]) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    result = receiver(store, workflow, secrets).receive(JOB_ID, token(), None, payload("PROCESSING"))
+    assert result.applied
+
+
+def test_an_oversized_body_is_413_before_anything_else() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    body = b" " * (MAX_BODY_BYTES + 1)
+    assert rejected(lambda: receiver(store, workflow).receive(JOB_ID, None, None, body)).status_code == 413
+    just_fits = payload("PROCESSING").ljust(MAX_BODY_BYTES)
+    assert receiver(store, workflow).receive(JOB_ID, token(), None, just_fits).applied
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"id": "gen-1"', "not JSON"),
+        (b'{"status": "COMPLETED"}', "needs id and status"),
+        (b'{"id": "gen-1"}', "needs id and status"),
+        (b'{"id": "", "status": "COMPLETED"}', "needs id and status"),
+        (b"[1, 2]", "needs id and status"),
+    ],
+)
+def test_bodies_that_are_not_a_generation_are_400(body: bytes, reason: str) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    error = rejected(lambda: receiver(store, workflow).receive(JOB_ID, token(), None, body))
+    assert error.status_code == 400
+    assert reason in str(error)
+
+
+def test_an_unknown_job_is_404() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    error = rejected(
+        lambda: receiver(store, workflow).receive(
+            OTHER_JOB_ID, token(OTHER_JOB_ID), None, payload("COMPLETED")
+        )
+    )
+    assert error.status_code == 404
+    assert OTHER_JOB_ID not in store.items
+
+
+def test_another_generation_is_409() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    before = copy.deepcopy(store.items)
+    error = rejected(
+        lambda: receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED", "gen-2"))
+    )
+    assert error.status_code == 409
+    assert store.items == before
+
+
+def test_a_job_without_a_generation_id_learns_it_from_the_webhook() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, status="QUEUED", generationId=None)
+    assert receiver(store, workflow).receive(JOB_ID, token(), None, payload("PENDING", "gen-5")).applied
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert (job.status, job.generation_id) == ("PENDING", "gen-5")
+
+
+@pytest.mark.parametrize("status", ["COMPLETED", "FAILED", "REJECTED", "CANCELED"])
+def test_a_terminal_webhook_wakes_the_waiting_workflow(status: str) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, taskToken=workflow.wait("task-token-1"))
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload(status))
+    assert (result.applied, result.woke_workflow) == (True, True)
+    assert workflow.wakes == [("task-token-1", {"status": status, "source": "webhook"})]
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert (job.status, job.webhook_status) == (status, status)
+    # A duplicate does not wake again.
+    assert not receiver(store, workflow).receive(JOB_ID, token(), None, payload(status)).woke_workflow
+    assert len(workflow.wakes) == 1
+
+
+def test_without_a_task_token_there_is_no_wake_but_the_signal_is_recorded() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED"))
+    assert (result.applied, result.woke_workflow) == (True, False)
+    assert workflow.wakes == []
+    assert store.items[JOB_ID]["webhookStatus"] == "COMPLETED"
+
+
+def test_a_wait_that_is_already_over_reports_no_wake() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, taskToken="timed-out-token")  # not waiting any more
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED"))
+    assert (result.applied, result.woke_workflow) == (True, False)
+    assert [woken for woken, _ in workflow.wakes] == ["timed-out-token"]
+
+
+def test_a_non_terminal_webhook_does_not_wake() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store, taskToken=workflow.wait("task-token-1"))
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("PROCESSING"))
+    assert (result.applied, result.woke_workflow) == (True, False)
+    assert workflow.wakes == []
+
+
+def test_a_failed_webhook_keeps_the_error_code_and_message() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    body = payload("FAILED", error="No face was detected.", error_code="generation_face_not_detected")
+    assert receiver(store, workflow).receive(JOB_ID, token(), None, body).applied
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == ("generation_face_not_detected", "No face was detected.")
+
+
+def test_an_error_code_alone_is_its_own_message() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    assert (
+        receiver(store, workflow)
+        .receive(JOB_ID, token(), None, payload("FAILED", error_code="x_failed"))
+        .applied
+    )
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == ("x_failed", "x_failed")
+
+
+@pytest.mark.parametrize("field", ["outputUrl", "outputMediaUrl"])
+def test_a_webhooks_output_url_is_never_stored(field: str) -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    body = payload("COMPLETED", **{field: "https://evil.example/out.mp4"})
+    assert receiver(store, workflow).receive(JOB_ID, token(), None, body).applied
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert job.output_url is None
+    assert "evil.example" not in json.dumps(store.items)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('{"current": "whsec_a", "previous": "whsec_b"}', ["whsec_a", "whsec_b"]),
+        ('{"current": " whsec_a ", "previous": ""}', ["whsec_a", ""]),
+        ('{"current": "", "previous": ""}', ["", ""]),
+        ('{"current": null}', ["", ""]),
+        ("{}", ["", ""]),
+        ("whsec_bare", ["whsec_bare"]),
+        ("  whsec_bare\n", ["whsec_bare"]),
+        ('"whsec_quoted"', ["whsec_quoted"]),
+        ("", [""]),
+    ],
+)
+def test_parse_signing_secrets(value: str, expected: list[str]) -> None:
+    assert parse_signing_secrets(value) == expected
+
+
+def test_empty_signing_secret_values_mean_no_signing() -> None:
+    store, workflow = FakeJobStore(), FakeWorkflow()
+    seed(store)
+    hooks = WebhookReceiver(
+        store, workflow, lambda: TOKEN_KEY, lambda: parse_signing_secrets('{"current": "", "previous": ""}')
+    )
+    assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
