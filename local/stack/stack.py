@@ -63,7 +63,7 @@ class OneMachineStack:
         self.template_path = Path(template_path).resolve()
         self.parameter_overrides = dict(parameter_overrides or {})
         self.stack_name = stack_name
-        # Derived from the name so resource names (the bucket's) are the same every run: events/env.json relies on it.
+        # Derived from the name, so resource names (the bucket's) are the same every run (events/env.json).
         stack_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"lipsync-local/{stack_name}")
         self.stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/{stack_uuid}"
         self.state_file = Path(state_file) if state_file else None
