@@ -118,7 +118,8 @@ def measure_layer_and_imports() -> None:
         )
         raw_pyc, packed_pyc = tree_size(layer), zipped_size(layer)
         print(
-            f"with bytecode:    {raw_pyc / 1e6:6.2f} MB unzipped, {packed_pyc / 1e6:6.2f} MB zipped (what make build ships)"
+            f"with bytecode:    {raw_pyc / 1e6:6.2f} MB unzipped, {packed_pyc / 1e6:6.2f} MB zipped"
+            " (what make build ships)"
         )
         with_pyc = {function: import_ms(function, layer) for function in FUNCTIONS}
         heading(f"Handler cold import, median of {IMPORT_RUNS} fresh processes (ms)")

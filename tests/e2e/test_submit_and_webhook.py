@@ -251,8 +251,9 @@ def test_webhook_deliveries_land_in_dynamodb_and_forged_ones_change_nothing(pipe
         "oversized": 413,
         "other generation": 409,
     }
+    unknown_token = job_token(pipeline.token_key(), "no-such-job")
     unknown = httpx.post(
-        f"{pipeline.stack.state['api_url']}/webhooks/sync/no-such-job?token={job_token(pipeline.token_key(), 'no-such-job')}",
+        f"{pipeline.stack.state['api_url']}/webhooks/sync/no-such-job?token={unknown_token}",
         content=body,
         headers={"Sync-Signature": sign(WEBHOOK_SECRET, body.encode(), int(time.time()))},
     )
