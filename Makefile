@@ -37,6 +37,8 @@ lint: install  ## ruff, mypy, sam validate --lint, cfn-lint, asl-validator
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# Every handler is a module named app, so each is checked on its own.
+	for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
 	$(BIN)/sam validate --lint
 	$(BIN)/cfn-lint template.yaml
 	asl-validator --json-path statemachine/job_lifecycle.asl.json
