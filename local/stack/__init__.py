@@ -8,6 +8,6 @@
 See docs/local-stack.md.
 """
 
-from .stack import FunctionError, HookNotActive, OneMachineStack, TemplateError
+from .stack import CLI_PORTS, FunctionError, HookNotActive, OneMachineStack, Ports, TemplateError
 
-__all__ = ["FunctionError", "HookNotActive", "OneMachineStack", "TemplateError"]
+__all__ = ["CLI_PORTS", "FunctionError", "HookNotActive", "OneMachineStack", "Ports", "TemplateError"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from local.sync_emulator import EmulatorConfig
 
-from .stack import OneMachineStack
+from .stack import CLI_PORTS, OneMachineStack, Ports
 from .template import TemplateError
 
 
@@ -39,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-processing-seconds", type=float, default=defaults.processing_seconds)
     parser.add_argument("--sync-concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--sync-rate-limit", type=int, default=defaults.rate_limit)
+    parser.add_argument("--aws-port", type=int, default=CLI_PORTS.aws, help="moto server (0: any free port)")
+    parser.add_argument("--api-port", type=int, default=CLI_PORTS.api, help="API Gateway front door")
+    parser.add_argument("--sync-port", type=int, default=CLI_PORTS.sync, help="sync.so emulator")
+    parser.add_argument(
+        "--env-file",
+        help="also write `sam local invoke --env-vars` content here (default: <state file>.env.json)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -60,17 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         emulator_config=config,
         stack_name=args.stack_name,
         state_file=args.state_file,
+        ports=Ports(aws=args.aws_port, api=args.api_port, sync=args.sync_port),
     )
     try:
         stack.start()
     except TemplateError as error:
         print(f"local.stack: template error: {error}", file=sys.stderr)
         return 2
+    env_file = Path(args.env_file or str(Path(args.state_file).with_suffix("")) + ".env.json")
     try:
         # This process's own AWS clients (and anything it spawns) talk to moto.
         os.environ.update(stack.aws_env())
         state = stack.state
-        print(f"local.stack: ready; state in {args.state_file}", flush=True)
+        env_file.write_text(json.dumps(stack.sam_local_env(), indent=2) + "\n")
+        print(f"local.stack: ready; state in {args.state_file}, sam local env vars in {env_file}", flush=True)
         print(
             f"  try: AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --region us-east-1 "
             f"--endpoint-url {state['aws_endpoint_url']} s3 cp my.mp4 s3://{state['bucket']}/inputs/my.mp4",
@@ -81,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print("local.stack: shutting down", flush=True)
     finally:
         stack.stop()
+        if not args.env_file:  # a file the user named (say events/env.json) is theirs to keep
+            env_file.unlink(missing_ok=True)
     return 0
 
 

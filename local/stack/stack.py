@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,26 @@ class FunctionError(Exception):
         super().__init__(f"{function} failed: {self.error_type}: {self.error_message}")
 
 
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports; 0 picks a free one. The CLI's fixed defaults make events/env.json valid."""
+
+    aws: int = 0
+    api: int = 0
+    sync: int = 0
+
+    @staticmethod
+    def urls(ports: Ports) -> tuple[str, str, str]:
+        return (
+            f"http://127.0.0.1:{ports.aws}",
+            f"http://127.0.0.1:{ports.api}",
+            f"http://127.0.0.1:{ports.sync}",
+        )
+
+
+CLI_PORTS = Ports(aws=4566, api=3000, sync=8089)
+
+
 class OneMachineStack:
     """The pipeline's AWS side on loopback, provisioned from `template.yaml`.
 
@@ -59,6 +80,7 @@ class OneMachineStack:
         stack_name: str = "lipsync-local",
         state_file: str | Path | None = None,
         check_handlers: bool = True,
+        ports: Ports | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.parameter_overrides = dict(parameter_overrides or {})
@@ -68,8 +90,11 @@ class OneMachineStack:
         self.stack_id = f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/{stack_uuid}"
         self.state_file = Path(state_file) if state_file else None
         self.check_handlers = check_handlers
-        self.emulator = SyncEmulator(emulator_config or EmulatorConfig(), host="127.0.0.1", port=0)
-        self.front_door = FrontDoor({ACCESS_KEY: SECRET_KEY})
+        self.ports = ports or Ports()
+        self.emulator = SyncEmulator(
+            emulator_config or EmulatorConfig(), host="127.0.0.1", port=self.ports.sync
+        )
+        self.front_door = FrontDoor({ACCESS_KEY: SECRET_KEY}, port=self.ports.api)
         self.state: dict[str, Any] = {}
         self.parameters: dict[str, Any] = {}
         self.provisioned = ProvisionedStack()
@@ -115,7 +140,7 @@ class OneMachineStack:
         self.emulator.start()
         self._started.append("emulator")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.ports.aws, verbose=False)
         self._moto.start()
         self._started.append("moto")
         host, port = self._moto.get_host_and_port()
@@ -246,6 +271,31 @@ class OneMachineStack:
     def aws_env(self) -> dict[str, str]:
         """Environment variables that point AWS SDKs and the CLI at this stack's moto."""
         return lambda_aws_env(self.endpoint_url)
+
+    def sam_local_env(self, ports: Ports | None = None) -> dict[str, dict[str, str]]:
+        """`sam local invoke --env-vars` content: each function's resolved environment, pointed at
+        this stack (at `ports`, default the running ones), with secret names instead of ARNs."""
+        target = ports or Ports(*(int(url.rsplit(":", 1)[1].split("/")[0]) for url in self._urls()))
+        rewrites = dict(zip(self._urls(), Ports.urls(target), strict=True))
+        secret_names = {
+            resource["Ref"]: resource["Ref"].split(":secret:", 1)[1].rsplit("-", 1)[0]
+            for resource in self.provisioned.resources.values()
+            if resource["Type"] == "AWS::SecretsManager::Secret"
+        }
+
+        def local(value: str) -> str:
+            for running, wanted in rewrites.items():
+                value = value.replace(running, wanted)
+            return str(secret_names.get(value, value))
+
+        aws = lambda_aws_env(Ports.urls(target)[0])
+        return {
+            name: {key: local(value) for key, value in spec.environment.items()} | aws
+            for name, spec in sorted(self.provisioned.functions.items())
+        }
+
+    def _urls(self) -> tuple[str, str, str]:
+        return self.endpoint_url, str(self.front_door.url), self.emulator.url
 
     def invoke(self, function: str, event: Any) -> Any:
         """Invoke a function (logical id) through moto's Lambda API; raises FunctionError on failure."""
