@@ -12,6 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 STATE_FILE ?= .local-stack.json
+BUILD_DIR ?= .aws-sam/build
 SCENARIO ?= default
 
 .PHONY: help
@@ -53,8 +54,9 @@ unit: install  ## Unit tests only (no network)
 
 .PHONY: build
 build: install  ## sam build, then ship compiled bytecode in the artifacts
-	$(BIN)/sam build
-	$(PY) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build
+	$(BIN)/sam build --build-dir $(BUILD_DIR)
+	@# SAM ships no bytecode; without it every cold start recompiles (about +0.6 s).
+	$(PY) -m compileall -q --invalidation-mode unchecked-hash $(BUILD_DIR)
 
 .PHONY: local-stack
 local-stack: install  ## Run the one-machine stack (moto + sync.so emulator) until Ctrl-C
