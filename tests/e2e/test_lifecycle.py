@@ -97,8 +97,9 @@ def test_a_dropped_webhook_is_recovered_by_polling(pipeline: Pipeline) -> None:
 
 
 def test_a_webhook_before_the_token_is_armed_still_wakes_the_job(pipeline: Pipeline) -> None:
-    # The generation finishes at once, so its webhook lands before the execution stores its token.
-    pipeline.stack.emulator.set_scenario({"processingSeconds": 0})
+    # The generation finishes at once and its webhook goes out while sync.so's 201 is still on its
+    # way (latency): the webhook lands before submit even records the generation, so before the token.
+    pipeline.stack.emulator.set_scenario({"processingSeconds": 0, "latencySeconds": 1.5})
     name = pipeline.drop_pair("early")
     job = pipeline.wait_job(name)
     assert (job["status"], job["finishedBy"]) == ("COMPLETED", "webhook")

@@ -425,7 +425,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
 
 def test_real_template_provisions(stack: OneMachineStack) -> None:
     with OneMachineStack(
-        ROOT / "template.yaml", {"WebhookTimeoutSeconds": "3"}, check_handlers=False
+        ROOT / "template.yaml",
+        {"WebhookTimeoutSeconds": "3"},
+        check_handlers=False,
+        stack_name="real-template",
     ) as real:
         state, resources = real.state, real.state["resources"]
         s3 = real.client("s3")
@@ -482,8 +485,8 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         )["definition"]
         assert "${" not in definition
         assert real.workers["FinalizeFunction"].spec.arn in definition
-        alarms = real.client("cloudwatch").describe_alarms()["MetricAlarms"]
-        assert [a["Dimensions"][0]["Value"] for a in alarms] == ["lipsync-local-SubmitDeadLetterQueue"]
+        alarms = real.client("cloudwatch").describe_alarms(AlarmNamePrefix="real-template-")["MetricAlarms"]
+        assert [a["Dimensions"][0]["Value"] for a in alarms] == ["real-template-SubmitDeadLetterQueue"]
         assert sorted({r.api for r in real.provisioned.routes}) == ["Api"]
         auth = {(r.method, r.path): r.iam_auth for r in real.provisioned.routes}
         assert auth == {
