@@ -1,4 +1,4 @@
-"""AwaitWebhook's task: store the execution's task token on the job (see lipsync.lifecycle)."""
+"""AwaitWebhook's task: store the execution's task token on the job (see lipsync.webhooks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import StoreSettings
 from lipsync.job_store import DynamoJobStore
-from lipsync.lifecycle import arm_webhook_wait
 from lipsync.observability import lambda_handler, logger
+from lipsync.webhooks import arm_webhook_wait
 from lipsync.workflow import StepFunctionsWorkflow
 
 

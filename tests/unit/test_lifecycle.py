@@ -15,13 +15,12 @@ from lipsync.lifecycle import (
     OutputUnavailableError,
     PollSchedule,
     ReconcileState,
-    arm_webhook_wait,
     finalize,
     reconcile,
 )
 from lipsync.sync_client import SyncRetryableError
 from lipsync.webhook_auth import job_token
-from lipsync.webhooks import WebhookReceiver
+from lipsync.webhooks import WebhookReceiver, arm_webhook_wait
 from tests.fakes import FakeJobStore, FakeStorage, FakeSyncApi, FakeWorkflow
 
 JOB_ID = "0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""The tasks of the JobLifecycle state machine: arm the webhook wait, reconcile, finalize.
+"""The tasks of the JobLifecycle state machine: reconcile and finalize (arming is in lipsync.webhooks).
 
 Each one is idempotent: Step Functions may run any of them again after a failure.
 """
@@ -15,14 +15,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync.documents import write_job_document
-from lipsync.jobs import Job, JobError, JobStatus, is_final, utc_now
+from lipsync.jobs import Job, JobError, JobStatus, utc_now
 from lipsync.sync_client import SyncPermanentError, SyncRetryableError
 
 if TYPE_CHECKING:
     from lipsync.job_store import JobStore
     from lipsync.storage import Storage
     from lipsync.sync_client import SyncClient
-    from lipsync.workflow import Workflow
 
 OUTPUT_CONTENT_TYPE = "video/mp4"
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -37,18 +36,6 @@ def _load(store: JobStore, job_id: str) -> Job:
     if job is None:
         raise JobNotFoundError(f"job {job_id} does not exist")
     return job
-
-
-# ---------------------------------------------------------------------------- arm
-
-
-def arm_webhook_wait(store: JobStore, workflow: Workflow, job_id: str, task_token: str) -> dict[str, Any]:
-    """Store the task token. If a terminal webhook already arrived, complete the wait right away."""
-    job = store.set_fields(job_id, {"taskToken": task_token})
-    early = job.webhook_status if job.webhook_status and is_final(job.webhook_status) else None
-    if early:
-        workflow.wake(task_token, {"status": early, "source": "webhook"})
-    return {"armed": True, "webhookAlreadyArrived": early is not None}
 
 
 # ---------------------------------------------------------------------------- reconcile

@@ -1,4 +1,5 @@
-"""Receiving sync.so webhooks: authenticate, record (forward-only), wake the job's execution.
+"""Both sides of the webhook race: the receiver (authenticate, record forward-only, wake the job's
+execution) and the execution's arm task (store the task token, or wake itself if the webhook won).
 
 Nothing slow happens here (no downloads): the state machine confirms the status with an
 authenticated GET and copies the output from the URL that GET returns.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -127,3 +128,16 @@ def parse_signing_secrets(secret_value: str) -> list[str]:
     if isinstance(parsed, dict):
         return [str(parsed.get(name) or "").strip() for name in ("current", "previous")]
     return [str(parsed).strip()] if isinstance(parsed, str) else []
+
+
+def arm_webhook_wait(store: JobStore, workflow: Workflow, job_id: str, task_token: str) -> dict[str, Any]:
+    """Store the task token. If a terminal webhook already arrived, complete the wait right away.
+
+    Each side is one atomic update that returns the whole record, so whichever comes second sees
+    the other's write: the webhook finds the token, or this task finds the webhook's status.
+    """
+    job = store.set_fields(job_id, {"taskToken": task_token})
+    early = job.webhook_status if job.webhook_status and is_final(job.webhook_status) else None
+    if early:
+        workflow.wake(task_token, {"status": early, "source": "webhook"})
+    return {"armed": True, "webhookAlreadyArrived": early is not None}
