@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         s3.download_file(bucket, document_key, str(document_path))
         say(f"Job {job['jobId']} ended {job['status']} (finished by {job.get('finishedBy', 'n/a')}).")
         say(f"  job document: s3://{bucket}/{document_key} -> {document_path}")
-        if job["status"] != "COMPLETED":
+        if job["status"] != "COMPLETED" or "outputChecksum" not in job:
             say(json.dumps(job.get("error", {}), indent=2))
             return 1
         video_path = args.out / Path(job["outputKey"]).name

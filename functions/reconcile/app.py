@@ -1,4 +1,4 @@
-"""Reconcile: GET /v2/generate/{id} (authoritative), record it, and tell the state machine what next."""
+"""Reconcile (polling): GET /v2/generate/{id}, record it, and tell the state machine when to look again."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=state.job_id, generation_id=state.generation_id)
     result = reconcile(store, sync, state)
     if result["terminal"]:
+        count("RecoveredByPolling")  # polling, not a webhook, found the end
         count(f"JobsEnded{str(result['status']).title().replace('_', '')}")
-        if state.source == "poll":
-            count("RecoveredByPolling")
-    logger.info("generation reconciled", extra={"source": state.source, **result})
+    logger.info("generation polled", extra=result)
     return result

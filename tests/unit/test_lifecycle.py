@@ -12,6 +12,7 @@ import pytest
 from lipsync.jobs import Job, JobStatus
 from lipsync.lifecycle import (
     OUTPUT_CONTENT_TYPE,
+    GenerationNotFinished,
     OutputUnavailableError,
     PollSchedule,
     ReconcileState,
@@ -32,6 +33,9 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
 
 
 def seed(store: FakeJobStore, status: str = "PENDING", **extra: Any) -> Job:
+    """A job; a final one as polling left it (its status confirmed by a GET) unless `extra` says otherwise."""
+    if status not in {"PENDING", "PROCESSING"}:
+        extra = {"confirmedAt": AT} | extra
     return store.put(
         Job.model_validate(
             {
@@ -149,17 +153,18 @@ def clock(moment: datetime = NOW) -> Callable[[], datetime]:
     return lambda: moment
 
 
-def test_reconcile_records_a_completed_generation_confirmed_after_a_webhook() -> None:
+def test_reconcile_records_a_completed_generation_it_polled() -> None:
     store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
     seed(store, "PROCESSING")
-    result = reconcile(store, api.client(), state(0, WOKEN), clock())
+    result = reconcile(store, api.client(), state(0), clock())
     assert result == {"status": "COMPLETED", "terminal": True, "attempt": 0, "nextWaitSeconds": 0}
     (request,) = api.requests
     assert (request.method, request.url.path) == ("GET", "/v2/generate/gen-1")
     job = stored(store)
     assert (job.status, job.output_url, job.output_duration) == ("COMPLETED", OUTPUT_URL, 12.5)
-    assert (job.finished_by, job.history[-1].source) == ("webhook", "webhook")
+    assert (job.finished_by, job.history[-1].source) == ("polling", "poll")
     assert job.finished_at is not None
+    assert job.confirmed_at is not None
     assert "outputUrl" not in job.public_view()
 
 
@@ -176,10 +181,17 @@ def test_reconcile_says_polling_when_no_webhook_woke_this_look(attempt: int, web
     assert job.output_url == OUTPUT_URL
 
 
-def test_reconcile_after_the_webhook_recorded_the_status_still_keeps_the_get_details() -> None:
-    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
-    seed(store, "COMPLETED", webhookStatus="COMPLETED")  # the webhook advanced it already
-    reconcile(store, api.client(), state(0, WOKEN), clock())
+def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi(COMPLETED)
+    # The webhook advanced the job; nothing has read it back from sync.so yet.
+    seed(store, "COMPLETED", webhookStatus="COMPLETED", confirmedAt=None)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    assert (
+        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())["outputKey"]
+        == "outputs/campaign/a.mp4"
+    )
+    (request,) = api.requests
+    assert request.url.path == "/v2/generate/gen-1"
     job = stored(store)
     assert (job.status, job.output_url, job.output_duration, job.finished_by) == (
         "COMPLETED",
@@ -188,6 +200,17 @@ def test_reconcile_after_the_webhook_recorded_the_status_still_keeps_the_get_det
         "webhook",
     )
     assert job.finished_at is not None
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+
+
+def test_finalize_after_a_premature_webhook_hands_over_to_polling() -> None:
+    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "COMPLETED", webhookStatus="COMPLETED", confirmedAt=None)
+    with pytest.raises(GenerationNotFinished):
+        finalize(store, storage, api.client(), JOB_ID)
+    assert storage.objects == {}
+    assert storage.documents == {}
+    assert stored(store).confirmed_at is None
 
 
 def test_reconcile_records_a_failed_generation_with_its_error() -> None:

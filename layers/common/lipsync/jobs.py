@@ -103,6 +103,7 @@ class Job(BaseModel):
     submitted_at: str | None = Field(default=None, alias="submittedAt")
     finished_at: str | None = Field(default=None, alias="finishedAt")
     finished_by: str | None = Field(default=None, alias="finishedBy")
+    confirmed_at: str | None = Field(default=None, alias="confirmedAt")  # final status read back by a GET
     output_duration: float | None = Field(default=None, alias="outputDuration")
     output_checksum: str | None = Field(default=None, alias="outputChecksum")
     output_version_id: str | None = Field(default=None, alias="outputVersionId")

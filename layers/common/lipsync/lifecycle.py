@@ -1,4 +1,5 @@
-"""The tasks of the JobLifecycle state machine: reconcile and finalize (arming is in lipsync.webhooks).
+"""The tasks of the JobLifecycle state machine: reconcile (poll) and finalize (confirm, copy, write
+out). Arming the webhook wait is in lipsync.webhooks.
 
 Each one is idempotent: Step Functions may run any of them again after a failure.
 """
@@ -6,6 +7,7 @@ Each one is idempotent: Step Functions may run any of them again after a failure
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync.documents import write_job_document
 from lipsync.jobs import Job, JobError, JobStatus, utc_now
+from lipsync.models import Generation
 from lipsync.sync_client import SyncPermanentError, SyncRetryableError
 
 if TYPE_CHECKING:
@@ -65,24 +68,21 @@ class ReconcileState(BaseModel):
     generation_id: str = Field(alias="generationId")
     poll: PollSchedule
     reconcile: dict[str, Any] = Field(default_factory=dict)
-    webhook: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def attempt(self) -> int:
         return int(self.reconcile.get("attempt", 0))
 
-    @property
-    def source(self) -> Literal["webhook", "poll"]:
-        # The first look after a webhook woke the execution confirms that webhook.
-        return "webhook" if self.attempt == 0 and "status" in self.webhook else "poll"
+
+class GenerationNotFinished(Exception):
+    """A webhook said the generation ended, but sync.so's GET says it has not: poll instead."""
 
 
 def reconcile(
     store: JobStore, sync: SyncClient, state: ReconcileState, now: Callable[[], datetime] | None = None
 ) -> dict[str, Any]:
-    """GET the generation (the authority), record what it says, and say when to look again."""
+    """Poll: GET the generation (the authority), record what it says, and say when to look again."""
     clock = now or (lambda: datetime.now(UTC))
-    source = state.source
     try:
         generation = sync.get_generation(state.generation_id)
     except SyncRetryableError:
@@ -91,9 +91,23 @@ def reconcile(
         raise  # the state machine's Retry backs off
     except SyncPermanentError as error:
         failed = JobError(code=error.error_code, message=error.message).model_dump(exclude_none=True)
-        _finish(store, state.job_id, JobStatus.FAILED, source, {"error": failed})
+        _finish(store, state.job_id, JobStatus.FAILED, "poll", {"error": failed})
         return {"status": JobStatus.FAILED, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
+    _record(store, state.job_id, generation, "poll")
+    if generation.is_terminal:
+        return {"status": generation.status, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
+    if clock() >= state.poll.deadline:
+        return _time_out(store, state)
+    return {
+        "status": generation.status,
+        "terminal": False,
+        "attempt": state.attempt + 1,
+        "nextWaitSeconds": state.poll.wait_after(state.attempt, clock()),
+    }
 
+
+def _record(store: JobStore, job_id: str, generation: Generation, source: Literal["webhook", "poll"]) -> None:
+    """Record what an authoritative GET said; a terminal status finishes the job."""
     details: dict[str, Any] = {}
     if generation.output_url:
         details["outputUrl"] = generation.output_url
@@ -104,27 +118,19 @@ def reconcile(
             code=generation.error_code, message=generation.error or generation.error_code or ""
         ).model_dump(exclude_none=True)
     if generation.is_terminal:
-        _finish(store, state.job_id, generation.status, source, details)
-        return {"status": generation.status, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
-    if clock() >= state.poll.deadline:
-        return _time_out(store, state)
-    if store.advance(state.job_id, generation.status, source, fields=details) is None and details:
-        store.set_fields(state.job_id, details)
-    return {
-        "status": generation.status,
-        "terminal": False,
-        "attempt": state.attempt + 1,
-        "nextWaitSeconds": state.poll.wait_after(state.attempt, clock()),
-    }
+        _finish(store, job_id, generation.status, source, details)
+    elif store.advance(job_id, generation.status, source, fields=details) is None and details:
+        store.set_fields(job_id, details)
 
 
 def _finish(
     store: JobStore, job_id: str, status: str, source: Literal["webhook", "poll"], details: dict[str, Any]
 ) -> None:
-    """Record a terminal status. If a webhook recorded it first, still keep what the GET said."""
+    """Record a confirmed final status. If a webhook recorded it first, still keep what the GET said."""
+    confirmed = details | {"confirmedAt": utc_now()}
     finished = {"finishedAt": utc_now(), "finishedBy": "webhook" if source == "webhook" else "polling"}
-    if store.advance(job_id, status, source, fields=details | finished) is None:
-        job = store.set_fields(job_id, details) if details else _load(store, job_id)
+    if store.advance(job_id, status, source, fields=confirmed | finished) is None:
+        job = store.set_fields(job_id, confirmed)
         if job.finished_by is None:
             store.set_fields(job_id, finished)
 
@@ -135,6 +141,21 @@ def _time_out(store: JobStore, state: ReconcileState) -> dict[str, Any]:
     )
     _finish(store, state.job_id, JobStatus.TIMED_OUT, "poll", {"error": error.model_dump(exclude_none=True)})
     return {"status": JobStatus.TIMED_OUT, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
+
+
+def _confirm(store: JobStore, sync: SyncClient, job: Job) -> Job:
+    """After a webhook: the GET that confirms it. Raises GenerationNotFinished if it was premature."""
+    assert job.generation_id
+    try:
+        generation = sync.get_generation(job.generation_id)
+    except SyncPermanentError as error:
+        failed = JobError(code=error.error_code, message=error.message).model_dump(exclude_none=True)
+        _finish(store, job.job_id, JobStatus.FAILED, "webhook", {"error": failed})
+        return _load(store, job.job_id)
+    _record(store, job.job_id, generation, "webhook")
+    if not generation.is_terminal:
+        raise GenerationNotFinished(f"the webhook said the job ended; sync.so says {generation.status}")
+    return _load(store, job.job_id)
 
 
 # ---------------------------------------------------------------------------- finalize
@@ -152,13 +173,14 @@ def finalize(
     workflow_error: dict[str, Any] | None = None,
     http: httpx.Client | None = None,
 ) -> dict[str, Any]:
-    """Copy a COMPLETED job's output into outputs/ and write outputs/<name>.json; record any other end."""
+    """Confirm the status if a webhook reported it, copy a COMPLETED job's output into outputs/,
+    and write outputs/<name>.json; any other end is recorded and written out the same way."""
     job = _load(store, job_id)
     if workflow_error:
         # Record what went wrong; a job sync.so completed stays COMPLETED, without an output copy.
         error = JobError(
             code=str(workflow_error.get("Error") or "workflow_error"),
-            message="the job's workflow failed: " + str(workflow_error.get("Cause") or "")[:500],
+            message="the job's workflow failed: " + _cause_text(workflow_error.get("Cause")),
         ).model_dump(exclude_none=True)
         failed = store.advance(
             job_id, JobStatus.FAILED, "finalize", fields={"error": error, "finishedAt": utc_now()}
@@ -167,12 +189,25 @@ def finalize(
             job = failed
         elif job.error is None:  # keep the error that ended the job, if it has one
             job = store.set_fields(job_id, {"error": error})
-    elif job.status == JobStatus.COMPLETED and not job.output_checksum:
-        job = _copy_output(store, storage, sync, job, http or httpx.Client(timeout=DOWNLOAD_TIMEOUT))
+    else:
+        if job.confirmed_at is None:  # woken by a webhook: confirm it first (polling already did)
+            job = _confirm(store, sync, job)
+        if job.status == JobStatus.COMPLETED and not job.output_checksum:
+            with http or httpx.Client(timeout=DOWNLOAD_TIMEOUT) as client:
+                job = _copy_output(store, storage, sync, job, client)
     if not job.finalized_at:
         write_job_document(storage, job)
         job = store.set_fields(job_id, {"finalizedAt": utc_now()})
     return {"status": job.status, "outputKey": job.output_key if job.output_checksum else None}
+
+
+def _cause_text(cause: Any) -> str:
+    """A Lambda failure's Cause is its error payload as JSON: keep the message, not the stack trace."""
+    try:
+        payload = json.loads(cause)
+    except (TypeError, ValueError):
+        return str(cause or "")[:500]
+    return str(payload.get("errorMessage", payload) if isinstance(payload, dict) else payload)[:500]
 
 
 def _copy_output(store: JobStore, storage: Storage, sync: SyncClient, job: Job, http: httpx.Client) -> Job:
