@@ -14,6 +14,7 @@ import json
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ TIMINGS = {
 }
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
-    # sync.so's webhook never arrives: the job falls back to polling after WebhookTimeoutSeconds.
-    "lost-webhook": {"webhook": "drop"},
+    # sync.so's webhook never arrives: after WebhookTimeoutSeconds the job polls with backoff.
+    "lost-webhook": {"webhook": "drop", "processingSeconds": 12},
 }
 NAME = "demo clip"
 TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "TIMED_OUT", "INVALID"}
@@ -43,23 +44,43 @@ def say(message: str) -> None:
 
 
 def follow_job(stack: OneMachineStack, timeout: float) -> dict[str, Any] | None:
-    """Print each status change of the demo's job as it lands in the jobs table."""
+    """Print the job's status changes and its workflow's steps (execution history) as they happen."""
     table = stack.state["jobs_table"]
-    dynamodb = stack.client("dynamodb")
-    shown = 0
+    dynamodb, sfn = stack.client("dynamodb"), stack.client("stepfunctions")
+    shown_history = shown_steps = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = dynamodb.scan(TableName=table, ConsistentRead=True).get("Items", [])
         if items:
             job = _plain(items[0])
-            for entry in job.get("history", [])[shown:]:
+            for entry in job.get("history", [])[shown_history:]:
                 detail = f" ({entry['detail']})" if entry.get("detail") else ""
-                say(f"  {entry['at']}  {entry['status']:<10} from {entry['source']}{detail}")
-            shown = len(job.get("history", []))
+                say(f"  {entry['at']}  job is {entry['status']:<10} (from {entry['source']}{detail})")
+            shown_history = len(job.get("history", []))
+            steps = _workflow_steps(sfn, stack.state["state_machine_arn"], job["jobId"])
+            for at, step in steps[shown_steps:]:
+                say(f"  {at}  workflow: {step}")
+            shown_steps = len(steps)
             if job["status"] in TERMINAL and job.get("finalizedAt"):
                 return job
         time.sleep(0.3)
     return None
+
+
+def _workflow_steps(sfn: Any, state_machine_arn: str, job_id: str) -> list[tuple[str, str]]:
+    arn = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
+    try:
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return []
+    steps = []
+    for event in events:
+        at = event["timestamp"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if event["type"].endswith("StateEntered"):
+            steps.append((at, f"-> {event['stateEnteredEventDetails']['name']}"))
+        elif event["type"] == "TaskTimedOut":
+            steps.append((at, "   no webhook in time: falling back to polling"))
+    return steps
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:

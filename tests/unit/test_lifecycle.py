@@ -276,7 +276,8 @@ def test_poll_schedule_follows_first_times_rate_to_the_power_of_attempt() -> Non
             "deadline": NOW + timedelta(days=1),
         }
     )
-    assert [schedule.wait_after(attempt, NOW) for attempt in range(7)] == [5, 7, 11, 16, 25, 30, 30]
+    # 5 x 1.5^n seconds, rounded up (Wait takes whole seconds), capped at 30.
+    assert [schedule.wait_after(attempt, NOW) for attempt in range(7)] == [5, 8, 12, 17, 26, 30, 30]
 
 
 def test_reconcile_past_the_deadline_times_the_job_out() -> None:

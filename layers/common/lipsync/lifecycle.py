@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ class PollSchedule(BaseModel):
         """Capped exponential backoff, never past the deadline (so the last look is on time)."""
         interval = min(self.first_interval_seconds * self.backoff_rate**attempt, self.max_interval_seconds)
         remaining = (self.deadline - now).total_seconds()
-        return max(1, int(min(interval, remaining)))
+        return max(1, math.ceil(min(interval, remaining)))
 
 
 class ReconcileState(BaseModel):
