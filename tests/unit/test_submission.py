@@ -226,8 +226,11 @@ def test_an_unsupported_file_in_inputs_is_invalid_and_named(key: str) -> None:
     assert error.plan.refs[0].key == key
 
 
-@pytest.mark.parametrize("key", ["inputs/", "inputs/campaign/", "inputs/v1.2/"])
-def test_folder_placeholders_in_inputs_are_ignored(key: str) -> None:
+@pytest.mark.parametrize(
+    "key", ["inputs/", "inputs/campaign/", "inputs/v1.2/", "jobs/", "jobs/campaign/", "inputs/.DS_Store"]
+)
+def test_folder_placeholders_and_hidden_files_are_ignored(key: str) -> None:
+    # The S3 console's "Create folder" makes a zero-byte object whose key ends in '/'.
     storage = FakeStorage(BUCKET)
     storage.put(key, b"")
     assert plan(storage, key) is None
@@ -489,14 +492,6 @@ def test_a_non_json_file_under_jobs_is_invalid() -> None:
 def test_an_upper_case_json_extension_is_a_manifest() -> None:
     storage = FakeStorage(BUCKET)
     assert planned(storage, manifest(storage, request_body(VIDEO, AUDIO), "jobs/M.JSON")).name == "M"
-
-
-@pytest.mark.parametrize("key", ["jobs/", "jobs/campaign/"])
-def test_folder_placeholders_in_jobs_are_ignored(key: str) -> None:
-    # The S3 console's "Create folder" makes a zero-byte object whose key ends in '/'.
-    storage = FakeStorage(BUCKET)
-    storage.put(key, b"")
-    assert plan(storage, key) is None
 
 
 def test_a_manifest_job_id_follows_the_manifest_version() -> None:
