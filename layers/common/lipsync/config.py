@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json
 
@@ -58,10 +58,6 @@ class WebhookSettings(StoreSettings):
 
 class FinalizeSettings(SyncApiSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
-
-
-class SecretReader(Protocol):
-    def __call__(self, name: str) -> str: ...
 
 
 def read_secret(name: str) -> str:
