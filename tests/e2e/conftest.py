@@ -119,9 +119,17 @@ class Pipeline:
             time.sleep(0.2)
         raise AssertionError(f"job {name!r} did not get there in {timeout} s; last seen: {seen}")
 
-    def document(self, job_or_name: dict[str, Any] | str) -> dict[str, Any]:
+    def document(self, job_or_name: dict[str, Any] | str, timeout: float = 10) -> dict[str, Any]:
+        """outputs/<name>.json; it is written just after the record, so give it a moment."""
         key = job_or_name["documentKey"] if isinstance(job_or_name, dict) else f"outputs/{job_or_name}.json"
-        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            except self.s3.exceptions.NoSuchKey:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def versions(self, key: str) -> list[dict[str, Any]]:
         answer = self.s3.list_object_versions(Bucket=self.bucket, Prefix=key)

@@ -401,6 +401,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             "Greeting=yo",
             "--sync-processing-seconds",
             "0.5",
+            *("--aws-port", "0", "--api-port", "0", "--sync-port", "0"),  # any free ports
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
