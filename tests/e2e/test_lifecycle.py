@@ -80,6 +80,12 @@ def test_webhook_on_time_finishes_without_polling(pipeline: Pipeline) -> None:
         ("PENDING", "submit"),
         ("COMPLETED", "webhook"),
     ]
+    # Every task is idempotent: finalize again, and still one output object and one document.
+    again = pipeline.stack.invoke("FinalizeFunction", {"jobId": job["jobId"]})
+    assert again == {"status": "COMPLETED", "outputKey": job["outputKey"]}
+    assert len(pipeline.versions(job["outputKey"])) == 1
+    assert len(pipeline.versions(job["documentKey"])) == 1
+    assert len(gets(pipeline, job)) == 1
 
 
 def test_a_dropped_webhook_is_recovered_by_polling(pipeline: Pipeline) -> None:
