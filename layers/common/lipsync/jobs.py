@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.models import GenerationStatus
+from lipsync.models import Generation, GenerationStatus
+
+if TYPE_CHECKING:
+    from lipsync.sync_client import SyncApiError
 
 
 class JobStatus(StrEnum):
@@ -81,6 +84,21 @@ class JobError(BaseModel):
     code: str | None = None
     message: str
     field: str | None = None
+
+    @classmethod
+    def from_api(cls, error: SyncApiError) -> JobError:
+        return cls(code=error.error_code, message=error.message)
+
+    @classmethod
+    def from_generation(cls, generation: Generation) -> JobError | None:
+        """A failed generation's error (webhooks say error_code, GET says errorCode; both land here)."""
+        if not (generation.error or generation.error_code):
+            return None
+        return cls(code=generation.error_code, message=generation.error or generation.error_code or "")
+
+    def stored(self) -> dict[str, Any]:
+        """As the job record keeps it."""
+        return self.model_dump(exclude_none=True)
 
 
 class Job(BaseModel):

@@ -91,8 +91,7 @@ def reconcile(
             return _time_out(store, state)
         raise  # the state machine's Retry backs off
     except SyncPermanentError as error:
-        failed = JobError(code=error.error_code, message=error.message).model_dump(exclude_none=True)
-        _finish(store, state.job_id, JobStatus.FAILED, "poll", {"error": failed})
+        _finish(store, state.job_id, JobStatus.FAILED, "poll", {"error": JobError.from_api(error).stored()})
         return {"status": JobStatus.FAILED, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
     _record(store, state.job_id, generation, "poll")
     if generation.is_terminal:
@@ -107,40 +106,43 @@ def reconcile(
     }
 
 
-def _record(store: JobStore, job_id: str, generation: Generation, source: Literal["webhook", "poll"]) -> None:
-    """Record what an authoritative GET said; a terminal status finishes the job."""
+def _record(
+    store: JobStore, job_id: str, generation: Generation, source: Literal["webhook", "poll"]
+) -> Job | None:
+    """Record what an authoritative GET said; a terminal status finishes the job (returned)."""
     details: dict[str, Any] = {}
     if generation.output_url:
         details["outputUrl"] = generation.output_url
     if generation.output_duration is not None:
         details["outputDuration"] = generation.output_duration
-    if generation.error or generation.error_code:
-        details["error"] = JobError(
-            code=generation.error_code, message=generation.error or generation.error_code or ""
-        ).model_dump(exclude_none=True)
+    if error := JobError.from_generation(generation):
+        details["error"] = error.stored()
     if generation.is_terminal:
-        _finish(store, job_id, generation.status, source, details)
-    elif store.advance(job_id, generation.status, source, fields=details) is None and details:
+        return _finish(store, job_id, generation.status, source, details)
+    if store.advance(job_id, generation.status, source, fields=details) is None and details:
         store.set_fields(job_id, details)
+    return None
 
 
 def _finish(
     store: JobStore, job_id: str, status: str, source: Literal["webhook", "poll"], details: dict[str, Any]
-) -> None:
+) -> Job:
     """Record a confirmed final status. If a webhook recorded it first, still keep what the GET said."""
     confirmed = details | {"confirmedAt": utc_now()}
     finished = {"finishedAt": utc_now(), "finishedBy": "webhook" if source == "webhook" else "polling"}
-    if store.advance(job_id, status, source, fields=confirmed | finished) is None:
+    job = store.advance(job_id, status, source, fields=confirmed | finished)
+    if job is None:
         job = store.set_fields(job_id, confirmed)
         if job.finished_by is None:
-            store.set_fields(job_id, finished)
+            job = store.set_fields(job_id, finished)
+    return job
 
 
 def _time_out(store: JobStore, state: ReconcileState) -> dict[str, Any]:
     error = JobError(
         code="job_timed_out", message=f"no final status from sync.so by {state.poll.deadline.isoformat()}"
     )
-    _finish(store, state.job_id, JobStatus.TIMED_OUT, "poll", {"error": error.model_dump(exclude_none=True)})
+    _finish(store, state.job_id, JobStatus.TIMED_OUT, "poll", {"error": error.stored()})
     return {"status": JobStatus.TIMED_OUT, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
 
 
@@ -150,13 +152,13 @@ def _confirm(store: JobStore, sync: SyncClient, job: Job) -> Job:
     try:
         generation = sync.get_generation(job.generation_id)
     except SyncPermanentError as error:
-        failed = JobError(code=error.error_code, message=error.message).model_dump(exclude_none=True)
-        _finish(store, job.job_id, JobStatus.FAILED, "webhook", {"error": failed})
-        return _load(store, job.job_id)
-    _record(store, job.job_id, generation, "webhook")
-    if not generation.is_terminal:
+        return _finish(
+            store, job.job_id, JobStatus.FAILED, "webhook", {"error": JobError.from_api(error).stored()}
+        )
+    finished = _record(store, job.job_id, generation, "webhook")
+    if finished is None:
         raise GenerationNotFinished(f"the webhook said the job ended; sync.so says {generation.status}")
-    return _load(store, job.job_id)
+    return finished
 
 
 # ---------------------------------------------------------------------------- finalize
@@ -182,7 +184,7 @@ def finalize(
         error = JobError(
             code=str(workflow_error.get("Error") or "workflow_error"),
             message="the job's workflow failed: " + _cause_text(workflow_error.get("Cause")),
-        ).model_dump(exclude_none=True)
+        ).stored()
         failed = store.advance(
             job_id, JobStatus.FAILED, "finalize", fields={"error": error, "finishedAt": utc_now()}
         )

@@ -402,12 +402,11 @@ class Submitter:
             raise
         except SyncPermanentError as error:
             status = JobStatus.FAILED if error.status_code in ACCOUNT_STATUS_CODES else JobStatus.REJECTED
-            api_error = JobError(code=error.error_code, message=error.message)
             failed = self._store.advance(
                 job.job_id,
                 status,
                 "submit",
-                fields={"error": api_error.model_dump(exclude_none=True), "finishedAt": utc_now()},
+                fields={"error": JobError.from_api(error).stored(), "finishedAt": utc_now()},
                 detail=error.error_code,
             )
             final = failed or self._store.get(job.job_id) or job

@@ -94,10 +94,8 @@ class WebhookReceiver:
         if terminal:
             # The signal the arm task looks for; the status itself is confirmed by a GET.
             fields["webhookStatus"] = generation.status
-        if generation.error or generation.error_code:
-            fields["error"] = JobError(
-                code=generation.error_code, message=generation.error or generation.error_code or ""
-            ).model_dump(exclude_none=True)
+        if error := JobError.from_generation(generation):
+            fields["error"] = error.stored()
         if not job.generation_id:
             fields["generationId"] = generation.id
         updated = self._store.advance(
