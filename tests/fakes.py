@@ -1,13 +1,13 @@
-"""In-memory fakes of the shared package's Protocols (JobStore, Storage, Workflow) and a
-scripted sync.so API for the real `SyncClient` (through `httpx.MockTransport`).
+"""In-memory fakes of the shared package's Protocols (Storage, Workflow, Kicker) and a scripted
+sync.so API for the real `SyncClient` (through `httpx.MockTransport`). The job store and the
+admission table are the real ones over moto (see tests/tables.py): their conditions matter.
 
-They keep the real semantics that the code relies on: create-once records, forward-only
-status changes with history, versioned objects, and a webhook wait that can be woken once.
+The fakes keep the real semantics the code relies on: versioned objects, and a webhook wait
+that can be woken once.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import deque
@@ -18,96 +18,21 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from lipsync.jobs import HistoryEntry, Job, Source, status_rank, utc_now
 from lipsync.s3_events import ObjectCreated
 from lipsync.storage import MAX_MANIFEST_BYTES, ObjectInfo, TooLargeError
-from lipsync.sync_client import SyncClient
+from lipsync.sync_client import KeyProvider, SyncClient
 
-# ---------------------------------------------------------------------------- job store
-
-
-def _integral_floats_to_int(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _integral_floats_to_int(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral_floats_to_int(item) for item in value]
-    return value
+# ---------------------------------------------------------------------------- kicks
 
 
-def _json_round_trip(value: Any) -> Any:
-    """What a value looks like after a trip through DynamoDB and `DynamoJobStore`.
-
-    Only JSON-like values are accepted (a JobError object would fail both), and numbers come
-    back as DynamoDB numbers do: an integral float such as 2.0 is read back as the int 2.
-    """
-    return _integral_floats_to_int(json.loads(json.dumps(value)))
-
-
-class FakeJobStore:
-    """`JobStore` over a dict of raw items (like DynamoDB items: aliased names, extra attributes kept)."""
+class FakeKicker:
+    """`Kicker` that records (delay, reason) for each kick."""
 
     def __init__(self) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
+        self.kicks: list[tuple[float, str]] = []
 
-    def put(self, job: Job) -> Job:
-        """Seed a record as it would be stored (no create-once check)."""
-        values = _json_round_trip(job.model_dump(mode="json", by_alias=True, exclude_none=True))
-        self.items[job.job_id] = values | {"statusRank": status_rank(job.status)}
-        return self._job(job.job_id)
-
-    def _job(self, job_id: str) -> Job:
-        return Job.model_validate(copy.deepcopy(self.items[job_id]))
-
-    def create(self, job: Job, *, retention_days: int) -> tuple[bool, Job]:
-        if job.job_id in self.items:
-            return False, self._job(job.job_id)
-        values = _json_round_trip(job.model_dump(mode="json", by_alias=True, exclude_none=True))
-        self.items[job.job_id] = values | {
-            "statusRank": status_rank(job.status),
-            "retentionDays": retention_days,
-        }
-        return True, job  # like DynamoJobStore: the caller's own record, not a read-back
-
-    def get(self, job_id: str) -> Job | None:
-        return self._job(job_id) if job_id in self.items else None
-
-    def advance(
-        self,
-        job_id: str,
-        status: str,
-        source: Source,
-        *,
-        fields: dict[str, Any] | None = None,
-        detail: str | None = None,
-    ) -> Job | None:
-        item = self.items.get(job_id)
-        if item is None or not item["statusRank"] < status_rank(status):
-            return None
-        now = utc_now()
-        entry = HistoryEntry(status=status, source=source, at=now, detail=detail)
-        item.update(_json_round_trip(fields or {}))
-        item.update(status=status, statusRank=status_rank(status), updatedAt=now)
-        item.setdefault("history", []).append(entry.model_dump(exclude_none=True))
-        return self._job(job_id)
-
-    def set_fields(self, job_id: str, fields: dict[str, Any]) -> Job:
-        if job_id not in self.items:
-            raise KeyError(f"job {job_id} does not exist")  # DynamoDB: ConditionalCheckFailed
-        self.items[job_id].update(_json_round_trip(fields) | {"updatedAt": utc_now()})
-        return self._job(job_id)
-
-    def list_jobs(
-        self, *, status: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[Job], str | None]:
-        ids = [job_id for job_id, item in self.items.items() if status is None or item["status"] == status]
-        if status is not None:
-            ids.sort(key=lambda job_id: str(self.items[job_id]["updatedAt"]), reverse=True)
-        start = int(cursor) if cursor else 0
-        page = ids[start : start + limit]
-        next_cursor = str(start + limit) if start + limit < len(ids) else None
-        return [self._job(job_id) for job_id in page], next_cursor
+    def kick(self, delay_seconds: float = 0, reason: str = "") -> None:
+        self.kicks.append((delay_seconds, reason))
 
 
 # ---------------------------------------------------------------------------- storage
@@ -213,9 +138,9 @@ class FakeWorkflow:
         self.waiting: set[str] = set()
         self.wakes: list[tuple[str, dict[str, Any]]] = []
 
-    def start(self, job_id: str, execution_input: dict[str, Any]) -> None:
-        self.starts.append((job_id, execution_input))
-        self.executions.setdefault(job_id, execution_input)
+    def start(self, name: str, execution_input: dict[str, Any]) -> None:
+        self.starts.append((name, execution_input))
+        self.executions.setdefault(name, execution_input)
 
     def wait(self, task_token: str) -> str:
         self.waiting.add(task_token)
@@ -251,8 +176,8 @@ class FakeSyncApi:
             return reply(request)
         return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
 
-    def client(self) -> SyncClient:
-        return SyncClient("https://api.sync.example", "sk-test-key", transport=httpx.MockTransport(self))
+    def client(self, api_key: str | KeyProvider = "sk-test-key") -> SyncClient:
+        return SyncClient("https://api.sync.example", api_key, transport=httpx.MockTransport(self))
 
     def posts(self) -> list[httpx.Request]:
         return [request for request in self.requests if request.method == "POST"]

@@ -23,6 +23,6 @@ def dependencies() -> tuple[DynamoJobStore, StepFunctionsWorkflow]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     store, workflow = dependencies()
     logger.append_keys(job_id=event["jobId"])
-    result = arm_webhook_wait(store, workflow, event["jobId"], event["taskToken"])
+    result = arm_webhook_wait(store, workflow, event["jobId"], event["generationId"], event["taskToken"])
     logger.info("webhook wait armed", extra=result)
     return result

@@ -1,34 +1,59 @@
-"""Finalize: copy a COMPLETED job's output into outputs/ and write outputs/<name>.json."""
+"""Finalize: confirm the end with a GET, free the plan slot, copy a COMPLETED output into outputs/
+and write outputs/<name>.json (or send a transient failure once more). With `workflowError`
+(the state machine's RecordFailure), the job stops with that error instead."""
 
 from __future__ import annotations
 
+import os
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import FinalizeSettings, read_secret
+from lipsync.admission import DynamoAdmission
+from lipsync.config import FinalizeSettings, PlanLimits, secret_reader
 from lipsync.job_store import DynamoJobStore
-from lipsync.lifecycle import finalize
-from lipsync.observability import lambda_handler, logger
+from lipsync.kicks import SqsKicker
+from lipsync.lifecycle import ExecutionState, Slots, finalize, stop, workflow_error
+from lipsync.observability import count, lambda_handler, logger
 from lipsync.storage import S3Storage
 from lipsync.sync_client import SyncClient
 
 
+class Wiring(NamedTuple):
+    store: DynamoJobStore
+    storage: S3Storage
+    sync: SyncClient
+    slots: Slots
+
+
 @cache
-def dependencies() -> tuple[DynamoJobStore, S3Storage, SyncClient]:
+def wiring() -> Wiring:
     settings = FinalizeSettings.from_env()
-    return (
-        DynamoJobStore(settings.jobs_table),
+    store = DynamoJobStore(settings.jobs_table)
+    limits = PlanLimits.model_validate(dict(os.environ))
+    return Wiring(
+        store,
         S3Storage(settings.media_bucket),
-        SyncClient(settings.sync_api_base_url, read_secret(settings.sync_api_key_secret)),
+        SyncClient(settings.sync_api_base_url, secret_reader(settings.sync_api_key_secret)),
+        Slots(
+            DynamoAdmission(settings.admission_table, store),
+            SqsKicker(settings.dispatch_queue_url),
+            limits.transient_retries,
+        ),
     )
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    store, storage, sync = dependencies()
-    logger.append_keys(job_id=event["jobId"])
-    result = finalize(store, storage, sync, event["jobId"], workflow_error=event.get("workflowError"))
+    store, storage, sync, slots = wiring()
+    logger.append_keys(job_id=event["jobId"], generation_id=event.get("generationId"))
+    if failure := event.get("workflowError"):
+        error = workflow_error(failure.get("Error"), failure.get("Cause"))
+        result = stop(store, storage, sync, slots, event["jobId"], event.get("generationId"), error)
+        count("JobsStopped")
+    else:
+        result = finalize(store, storage, sync, slots, ExecutionState.model_validate(event))
+        count(f"JobsEnded{str(result['status']).title().replace('_', '')}")
     logger.info("job finalized", extra=result)
     return result

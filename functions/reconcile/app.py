@@ -2,34 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import SyncApiSettings, read_secret
+from lipsync.config import PlanLimits, SyncApiSettings, secret_reader
 from lipsync.job_store import DynamoJobStore
-from lipsync.lifecycle import ReconcileState, reconcile
+from lipsync.lifecycle import ExecutionState, reconcile
 from lipsync.observability import count, lambda_handler, logger
 from lipsync.sync_client import SyncClient
 
 
 @cache
-def dependencies() -> tuple[DynamoJobStore, SyncClient]:
+def dependencies() -> tuple[DynamoJobStore, SyncClient, int]:
     settings = SyncApiSettings.from_env()
-    return DynamoJobStore(settings.jobs_table), SyncClient(
-        settings.sync_api_base_url, read_secret(settings.sync_api_key_secret)
+    retries = PlanLimits.model_validate(dict(os.environ)).transient_retries
+    return (
+        DynamoJobStore(settings.jobs_table),
+        SyncClient(settings.sync_api_base_url, secret_reader(settings.sync_api_key_secret)),
+        retries,
     )
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    store, sync = dependencies()
-    state = ReconcileState.model_validate(event)
+    store, sync, retries = dependencies()
+    state = ExecutionState.model_validate(event)
     logger.append_keys(job_id=state.job_id, generation_id=state.generation_id)
-    result = reconcile(store, sync, state)
+    result = reconcile(store, sync, state, retries)
     if result["terminal"]:
         count("RecoveredByPolling")  # polling, not a webhook, found the end
-        count(f"JobsEnded{str(result['status']).title().replace('_', '')}")
     logger.info("generation polled", extra=result)
     return result

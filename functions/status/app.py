@@ -1,18 +1,22 @@
-"""Status routes (IAM-authenticated): GET /jobs/{jobId} and GET /jobs?status=&limit=&cursor=."""
+"""Status routes (IAM-authenticated): GET /jobs/{jobId}, GET /jobs?status=&limit=&cursor= and GET /queue."""
 
 from __future__ import annotations
 
+import os
+import time
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, ValidationError
 
-from lipsync.config import StoreSettings
+from lipsync.admission import DynamoAdmission
+from lipsync.config import PlanLimits, QueueSettings
 from lipsync.job_store import DynamoJobStore
 from lipsync.observability import lambda_handler
+from lipsync.queue_status import queue_summary, queued_view
 
 app = APIGatewayRestResolver()
 
@@ -23,17 +27,28 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=2048)
 
 
+class Wiring(NamedTuple):
+    store: DynamoJobStore
+    admission: DynamoAdmission
+    limits: PlanLimits
+
+
 @cache
-def store() -> DynamoJobStore:
-    return DynamoJobStore(StoreSettings.from_env().jobs_table)
+def wiring() -> Wiring:
+    settings = QueueSettings.from_env()
+    store = DynamoJobStore(settings.jobs_table)
+    return Wiring(
+        store, DynamoAdmission(settings.admission_table, store), PlanLimits.model_validate(dict(os.environ))
+    )
 
 
 @app.get("/jobs/<job_id>")
 def get_job(job_id: str) -> dict[str, Any]:
-    job = store().get(job_id)
+    store, admission, limits = wiring()
+    job = store.get(job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
-    return job.public_view()
+    return queued_view(job, store, admission, limits)
 
 
 @app.get("/jobs")
@@ -44,10 +59,16 @@ def list_jobs() -> dict[str, Any]:
         first = error.errors()[0]
         raise BadRequestError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from error
     try:
-        jobs, cursor = store().list_jobs(status=query.status, limit=query.limit, cursor=query.cursor)
+        jobs, cursor = wiring().store.list_jobs(status=query.status, limit=query.limit, cursor=query.cursor)
     except ValueError as error:  # a cursor that we did not hand out
         raise BadRequestError("cursor is not valid; use the nextCursor of a previous answer") from error
     return {"jobs": [job.public_view() for job in jobs], "nextCursor": cursor}
+
+
+@app.get("/queue")
+def get_queue() -> dict[str, Any]:
+    store, admission, limits = wiring()
+    return queue_summary(store, admission, limits, time.time())
 
 
 @lambda_handler

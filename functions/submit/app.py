@@ -1,12 +1,12 @@
-"""Submit: S3 notifications from the submit queue -> sync.so generations and job executions.
+"""Submit (intake): S3 notifications from the submit queue -> QUEUED jobs in the job queue.
 
-Partial batch failures: a message whose submission hit a retryable sync.so error goes back to
-the queue, invisible for the API's Retry-After (or a capped backoff), and is retried later.
+It never calls sync.so and never waits: every object becomes a job record (or an INVALID one
+with its document) at once, the S3 event is finished, and the dispatcher is woken. A message
+fails (and is redelivered, then dead-lettered) only when AWS itself fails.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
@@ -15,59 +15,29 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import LifecycleTimings, SubmitSettings, read_secret
+from lipsync.config import IntakeSettings
+from lipsync.intake import Intake
 from lipsync.job_store import DynamoJobStore
+from lipsync.kicks import SqsKicker
 from lipsync.observability import count, lambda_handler, logger
 from lipsync.s3_events import created_objects
 from lipsync.storage import S3Storage
-from lipsync.submission import Submitter, retry_delay_seconds
-from lipsync.sync_client import SyncClient, SyncRetryableError
-from lipsync.workflow import StepFunctionsWorkflow
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
-def submitter() -> Submitter:
-    settings = SubmitSettings.from_env()
-    return Submitter(
-        settings=settings,
-        timings=LifecycleTimings.model_validate(dict(os.environ)),
-        store=DynamoJobStore(settings.jobs_table),
-        storage=S3Storage(settings.media_bucket),
-        sync=SyncClient(settings.sync_api_base_url, read_secret(settings.sync_api_key_secret)),
-        workflow=StepFunctionsWorkflow(settings.state_machine_arn),
-        token_key=read_secret(settings.webhook_token_key_secret),
-    )
+def intake() -> tuple[Intake, SqsKicker]:
+    settings = IntakeSettings.from_env()
+    kicker = SqsKicker(settings.dispatch_queue_url)
+    store = DynamoJobStore(settings.jobs_table)
+    return Intake(settings, store, S3Storage(settings.media_bucket), kicker), kicker
 
 
-@cache
-def sqs() -> Any:
-    import boto3
-
-    return boto3.client("sqs")
-
-
-def queue_url(event_source_arn: str) -> str:
-    _, _, _, region, account, name = event_source_arn.split(":", 5)
-    return f"https://sqs.{region}.amazonaws.com/{account}/{name}"
-
-
-def submit_record(record: SQSRecord) -> None:
+def intake_record(record: SQSRecord) -> None:
     for created in created_objects(record.body):
         logger.append_keys(key=created.key)
-        try:
-            outcome, job = submitter().handle(created)
-        except SyncRetryableError as error:
-            delay = retry_delay_seconds(error, int(record.attributes.approximate_receive_count))
-            sqs().change_message_visibility(
-                QueueUrl=queue_url(record.event_source_arn),
-                ReceiptHandle=record.receipt_handle,
-                VisibilityTimeout=delay,
-            )
-            logger.warning("sync.so asked us to retry", extra={"reason": error.reason, "retry_in": delay})
-            count("SubmitRetried")
-            raise
+        outcome, job = intake()[0].handle(created)
         count(f"Jobs{outcome.capitalize()}")
         logger.info(
             "object processed",
@@ -81,6 +51,8 @@ def submit_record(record: SQSRecord) -> None:
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event, record_handler=submit_record, processor=processor, context=context
+    answer = process_partial_response(
+        event=event, record_handler=intake_record, processor=processor, context=context
     )
+    intake()[1].kick(0, "jobs queued")  # one kick per batch: the dispatcher takes as many as fit
+    return answer

@@ -16,6 +16,17 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """0/1 (also false/true, no/yes, off/on); anything else stops with a clear message."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise SystemExit(f"{name} must be 0 or 1, not {raw!r}")
+    return value in ("1", "true", "yes", "on")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m local.sync_emulator", description="Local sync.so API v2 emulator."
@@ -39,7 +50,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate-limit",
         type=int,
         default=int(_env("SYNC_EMULATOR_RATE_LIMIT", "60")),
-        help="accepted creates per rolling minute",
+        help="create requests per rolling minute",
+    )
+    p.add_argument(
+        "--rate-limit-counts-accepted-only",
+        dest="rate_limit_counts_all",
+        action="store_false",
+        default=_env_flag("SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL", True),
+        help="count only accepted creates against --rate-limit (default: every create request, "
+        "refused ones included; env SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL=0/1)",
+    )
+    p.add_argument(
+        "--concurrency-retry-after-seconds",
+        type=float,
+        default=float(_env("SYNC_EMULATOR_CONCURRENCY_RETRY_AFTER_SECONDS", "10")),
+        help="the fixed retryAfterSeconds / Retry-After of concurrency_limit_reached 429s",
     )
     p.add_argument(
         "--output-url-ttl-seconds",
@@ -55,17 +80,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = EmulatorConfig(
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(
         api_key=args.api_key,
         webhook_secret=args.webhook_secret,
         processing_seconds=args.processing_seconds,
         concurrency=args.concurrency,
         rate_limit=args.rate_limit,
+        rate_limit_counts_all=args.rate_limit_counts_all,
+        concurrency_retry_after_seconds=args.concurrency_retry_after_seconds,
         output_url_ttl_seconds=args.output_url_ttl_seconds,
         public_url=args.public_url,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = config_from_args(args)
     emulator = SyncEmulator(config, host=args.host, port=args.port, log_requests=args.log_requests).start()
     stop = threading.Event()
 

@@ -10,6 +10,8 @@ from .errors import bad_request
 WEBHOOK_MODES = ("deliver", "drop", "duplicate", "reorder")
 OUTCOMES = ("COMPLETED", "FAILED", "REJECTED", "NEVER")
 STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "REJECTED")
+# A create whose Idempotency-Key is still in use by an unanswered request: 409, or wait and replay.
+DUPLICATE_MODES = ("conflict", "wait")
 
 DEFAULTS: dict[str, Any] = {
     "webhook": "deliver",
@@ -24,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "outputUrlTtlSeconds": None,
     "latencySeconds": 0,
     "outputDownloadFailures": 0,
+    "concurrentDuplicate": "conflict",
 }
 
 
@@ -63,6 +66,8 @@ def validate(update: Any) -> None:
             errors.append(f"webhook must be one of {', '.join(WEBHOOK_MODES)}")
         elif key == "outcome" and value not in OUTCOMES:
             errors.append(f"outcome must be one of {', '.join(OUTCOMES)}")
+        elif key == "concurrentDuplicate" and value not in DUPLICATE_MODES:
+            errors.append(f"concurrentDuplicate must be one of {', '.join(DUPLICATE_MODES)}")
         elif key == "webhookStatuses" and not (isinstance(value, list) and all(v in STATUSES for v in value)):
             errors.append(f"webhookStatuses must be a list of {', '.join(STATUSES)}")
         elif key in ("createFailures", "getFailures"):

@@ -6,6 +6,7 @@ block anyone else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -31,9 +32,12 @@ def _one(params: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _comma_list(params: dict[str, list[str]], name: str) -> list[str] | None:
-    raw = _one(params, name)
-    return None if raw is None else [v.strip() for v in raw.split(",") if v.strip()]
+def _multi(params: dict[str, list[str]], name: str) -> list[str] | None:
+    """`?status=A,B`, `?status=A&status=B` (what the official SDK sends) or a mixture -> [A, B]."""
+    values = params.get(name)
+    if values is None:
+        return None
+    return [v.strip() for raw in values for v in raw.split(",") if v.strip()]
 
 
 def _bool(params: dict[str, list[str]], name: str) -> bool:
@@ -92,19 +96,28 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             self._admin(method, path, params)  # no auth, not logged
             return
-        try:
-            status, payload, headers = self._api(method, path, params)
-        except ApiError as error:
-            status, payload, headers = error.status, error.body, error.headers
-        except Exception as exc:  # an emulator bug must still answer, like a real 500
-            self.log_error("unhandled error: %r", exc)
-            status, headers = 500, {}
-            payload = {"statusCode": 500, "errorCode": "internal_error", "message": f"Emulator error: {exc}"}
-        self._log(method, path, params, status)
-        latency = self.engine.latency()
-        if latency:
-            time.sleep(latency)
-        self._send(status, payload, headers)
+        # Closed once the answer is out (or the send failed): releases what a request holds
+        # until then, e.g. its Idempotency-Key.
+        with contextlib.ExitStack() as self._after_send:
+            try:
+                status, payload, headers = self._api(method, path, params)
+            except ApiError as error:
+                status, payload, headers = error.status, error.body, error.headers
+            except Exception as exc:  # an emulator bug must still answer, like a real 500
+                self.log_error("unhandled error: %r", exc)
+                status, headers = 500, {}
+                payload = {
+                    "statusCode": 500,
+                    "errorCode": "internal_error",
+                    "message": f"Emulator error: {exc}",
+                }
+            self._log(method, path, params, status)
+            if method == "POST" and path == "/v2/generate":
+                self.engine.note_create_answer(status, payload)
+            latency = self.engine.latency()
+            if latency:
+                time.sleep(latency)
+            self._send(status, payload, headers)
 
     def _api(self, method: str, path: str, params: dict[str, list[str]]) -> Answer:
         if path.startswith("/v2/") or path == "/v2":
@@ -126,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "statusCode": 401,
                 },
             )
-        if key != self.engine.config.api_key:
+        if key is None or not self.engine.check_api_key(key):
             raise ApiError(401, {"message": "Unauthorized", "statusCode": 401})
 
     def _json_body(self) -> Any:
@@ -174,11 +187,11 @@ class _Handler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------- /v2 routes
     def _create(self, params: dict[str, list[str]]) -> Answer:
         keys = self.headers.get_all("Idempotency-Key") or []
-        return 201, self.engine.create(self._raw, keys), {}
+        return 201, self.engine.create(self._raw, keys, self._after_send), {}
 
     def _get(self, params: dict[str, list[str]], generation_id: str) -> Answer:
         wait = _bool(params, "wait")
-        progress = "progress" in (_comma_list(params, "include") or [])
+        progress = "progress" in (_multi(params, "include") or [])
         raw_timeout = _one(params, "timeout")
         timeout = 5.0
         if raw_timeout is not None:
@@ -201,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, generation, headers
 
     def _list(self, params: dict[str, list[str]]) -> Answer:
-        statuses = _comma_list(params, "status")
+        statuses = _multi(params, "status")
         if statuses is not None and any(s not in ALL_STATUSES for s in statuses):
             raise bad_request([f"status must be one of the following values: {', '.join(ALL_STATUSES)}"])
         raw_limit, cursor = _one(params, "limit"), _one(params, "cursor")
@@ -212,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             limit = int(raw_limit)
         if cursor is not None and limit is None:
             raise bad_request(["cursor requires limit"])
-        ids = _comma_list(params, "ids")
+        ids = _multi(params, "ids")
         return 200, self.engine.list(statuses, ids, _one(params, "projectId"), limit, cursor), {}
 
     def _download(self, params: dict[str, list[str]], generation_id: str) -> Answer:
@@ -256,6 +269,11 @@ class _Handler(BaseHTTPRequestHandler):
                 answer = self.engine.scenario()
             elif method == "POST" and path == "/_emulator/scenario":
                 answer = self.engine.set_scenario(self._json_body())
+            elif method == "GET" and path == "/_emulator/stats":
+                answer = self.engine.stats()
+            elif method == "POST" and path == "/_emulator/api-key":
+                self.engine.rotate_api_key(self._json_body())
+                answer = {"rotated": True}  # the key itself is not echoed
             elif method == "POST" and path == "/_emulator/reset":
                 self.engine.reset()
                 answer = {"reset": True}
@@ -345,3 +363,10 @@ class SyncEmulator:
 
     def webhooks(self) -> list[dict[str, Any]]:
         return self.engine.webhooks()
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    def rotate_api_key(self, new_key: str) -> None:
+        """Only `new_key` is accepted from now on (until reset, which restores `config.api_key`)."""
+        self.engine.rotate_api_key({"apiKey": new_key})

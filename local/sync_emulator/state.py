@@ -51,6 +51,11 @@ DEFAULT_ERROR_CODES = {
     429: "rate_limit_exceeded",
 }
 RATE_LIMIT_MESSAGE = "Rate limit exceeded. Please try again later."
+IN_PROGRESS_MESSAGE = (
+    "A request with this Idempotency-Key is still being processed. Retry later with the same Idempotency-Key."
+)
+OUTCOME_UNKNOWN_MESSAGE = "The outcome of this request is unknown. Retry with the same Idempotency-Key."
+RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,13 @@ class EmulatorConfig:
     webhook_secret: str = "whsec_emulator"  # noqa: S105 - a well-known local default
     processing_seconds: float = 3.0
     concurrency: int = 3  # plan limit: PENDING + PROCESSING generations
-    rate_limit: int = 60  # accepted creates per rolling minute
+    rate_limit: int = 60  # create requests per rolling minute
+    # True: every authenticated create request counts (gateway-style); False: accepted creates only.
+    rate_limit_counts_all: bool = True
+    # The concurrency 429's hint: fixed, because the real API cannot know when a slot frees.
+    concurrency_retry_after_seconds: float = 10.0
     output_url_ttl_seconds: float = 3600
-    fetch_timeout_seconds: float = 5.0  # for input URLs at create
+    fetch_timeout_seconds: float = 5.0  # for input URLs, at create and again when processing starts
     webhook_timeout_seconds: float = 5.0
     public_url: str | None = None  # base of output URLs if clients reach us by another name
 
@@ -87,7 +96,12 @@ class Job:
     created: float
     plan: JobPlan
     workdir: Path
+    sources: list[tuple[str, str]]  # (input type, URL) of every media input, fetched again later
+    idempotency_key: str | None = None
     build: Future[float | None] | None = None  # output rendering; result = duration in s
+    refetch: Future[None] | None = None  # the input fetch when processing starts
+    processing_at: float | None = None
+    ended_at: float | None = None
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -106,8 +120,9 @@ class Job:
 @dataclass
 class Fetched:
     item: dict[str, Any]
+    url: str  # for assetId inputs, the asset's url
     path: Path
-    kind: str
+    kind: str  # what the bytes sniffed as
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -127,6 +142,11 @@ def webhook_body(generation: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def json_number(value: float) -> int | float:
+    """10.0 -> 10, 0.5 -> 0.5: what a JSON API would print."""
+    return int(value) if float(value).is_integer() else value
+
+
 def sign_webhook(secret: str, raw_body: bytes, timestamp: int) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw_body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
@@ -141,6 +161,8 @@ class Engine:
         self._root = Path(tempfile.mkdtemp(prefix="sync-emulator-"))
         self._stop = threading.Event()
         self._builds = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emu-build")
+        # Input fetches at processing start: off the scheduler, which must never wait on the network.
+        self._fetches = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emu-fetch")
         self._deliveries = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emu-webhook")
         self._scheduler = threading.Thread(target=self._run_scheduler, name="emu-scheduler", daemon=True)
         self._key_locks: dict[str, threading.Lock] = {}
@@ -156,11 +178,16 @@ class Engine:
         self._idempotency: dict[
             str, tuple[str, str, dict[str, Any]]
         ] = {}  # key -> (fingerprint, id, 201 body)
-        self._accepted: deque[float] = deque()  # create times, for the rate limit
+        self._window: deque[float] = deque()  # times of the creates the rate limit counts
         self._reserved = 0  # creates past the limit checks that are still fetching inputs
         self._scenario = scenario.initial()
         self._requests: list[dict[str, Any]] = []
         self._webhooks: list[dict[str, Any]] = []
+        self.api_key = self.config.api_key  # POST /_emulator/api-key rotates it; reset restores it
+        self._max_active = 0
+        self._create_requests = 0
+        self._created = 0
+        self._rejected = {"concurrency": 0, "rate": 0, "other": 0}
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -173,6 +200,7 @@ class Engine:
         if self._scheduler.is_alive():
             self._scheduler.join(timeout=5)
         self._builds.shutdown(wait=True, cancel_futures=True)
+        self._fetches.shutdown(wait=False, cancel_futures=True)  # they write nothing to disk
         self._deliveries.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._root, ignore_errors=True)
 
@@ -209,6 +237,51 @@ class Engine:
     def latency(self) -> float:
         with self._cond:
             return float(self._scenario["latencySeconds"] or 0)
+
+    def rotate_api_key(self, body: Any) -> None:
+        """POST /_emulator/api-key: from now on only the new key is accepted."""
+        new_key = body.get("apiKey") if isinstance(body, dict) else None
+        if not isinstance(new_key, str) or not new_key:
+            raise bad_request(["apiKey must be a non-empty string"])
+        with self._cond:
+            self.api_key = new_key
+
+    def check_api_key(self, key: str) -> bool:
+        with self._cond:
+            return hmac.compare_digest(key.encode(), self.api_key.encode())
+
+    def note_create_answer(self, status: int, body: Any) -> None:
+        """Count one POST /v2/generate answer for the stats (called by the HTTP layer for every one)."""
+        code = body.get("errorCode") if isinstance(body, dict) else None
+        with self._cond:
+            self._create_requests += 1
+            if status == 429 and code == "concurrency_limit_reached":
+                self._rejected["concurrency"] += 1
+            elif status == 429 and code == "rate_limit_exceeded":
+                self._rejected["rate"] += 1
+            elif status >= 300:
+                self._rejected["other"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """GET /_emulator/stats: what the pipeline did to the API since the last reset."""
+        with self._cond:
+            return {
+                "maxActive": self._max_active,
+                "createRequests": self._create_requests,
+                "created": self._created,
+                "rejected": dict(self._rejected),
+                "generations": [
+                    {
+                        "id": job.id,
+                        "createdAt": job.created,
+                        "processingAt": job.processing_at,
+                        "endedAt": job.ended_at,
+                        "status": job.status,
+                        "idempotencyKey": job.idempotency_key,
+                    }
+                    for job in sorted(self._jobs.values(), key=lambda j: j.seq)
+                ],
+            }
 
     # ------------------------------------------------------------ signed files
     def sign(self, path: str, ttl: float) -> str:
@@ -293,14 +366,20 @@ class Engine:
         status = int(entry["status"])
         retry_after = entry.get("retryAfterSeconds")
         if generation_id is not None:
+            code = entry.get("errorCode", "IDEMPOTENCY_OUTCOME_UNKNOWN")
+            message = IN_PROGRESS_MESSAGE if code == "IDEMPOTENCY_REQUEST_IN_PROGRESS" else None
             error = coded(
                 status,
-                entry.get("errorCode", "IDEMPOTENCY_OUTCOME_UNKNOWN"),
-                "The outcome of this request is unknown. Retry with the same Idempotency-Key.",
+                code,
+                entry.get("message") or message or OUTCOME_UNKNOWN_MESSAGE,
                 generationId=generation_id,
             )
         elif status == 429 and entry.get("errorCode") == "concurrency_limit_reached":
-            error = self._concurrency_error(int(retry_after or 1))
+            with self._cond:
+                error = self._concurrency_error(
+                    self.config.concurrency_retry_after_seconds if retry_after is None else retry_after
+                )
+            retry_after = None  # the body and Retry-After are already set
         elif status == 429:
             error = coded(429, entry.get("errorCode", "rate_limit_exceeded"), RATE_LIMIT_MESSAGE)
             retry_after = retry_after if retry_after is not None else 1
@@ -314,8 +393,23 @@ class Engine:
         return error
 
     # --------------------------------------------------------------------- create
-    def create(self, raw: bytes, idempotency_headers: list[str]) -> dict[str, Any]:
-        """POST /v2/generate. Returns the 201 body or raises ApiError."""
+    def create(
+        self, raw: bytes, idempotency_headers: list[str], hold: contextlib.ExitStack | None = None
+    ) -> dict[str, Any]:
+        """POST /v2/generate. Returns the 201 body or raises ApiError.
+
+        `hold`: the HTTP layer closes it once the answer is sent; the Idempotency-Key stays
+        "in progress" until then (a client that timed out on a slow answer and retries at once
+        must meet the conflict, as it would at sync.so). Without it, until this call returns.
+        """
+        with contextlib.ExitStack() as own:
+            return self._create(raw, idempotency_headers, own if hold is None else hold)
+
+    def _create(
+        self, raw: bytes, idempotency_headers: list[str], hold: contextlib.ExitStack
+    ) -> dict[str, Any]:
+        if self.config.rate_limit_counts_all:
+            self._count_request()  # the gateway counts before anything else looks at the request
         if idempotency_headers and (
             len(idempotency_headers) > 1 or not IDEMPOTENCY_KEY.fullmatch(idempotency_headers[0])
         ):
@@ -336,82 +430,114 @@ class Engine:
         check_schema(body)
 
         if key is None:
-            created = self._create_new(body)
+            created = self._create_new(body, None)
         else:
             with self._cond:
                 key_lock = self._key_locks.setdefault(key, threading.Lock())
-            with key_lock:  # two racing retries with one key must not create two jobs
-                with self._cond:
-                    previous = self._idempotency.get(key)
-                if previous is not None:
-                    fingerprint, _gen_id, answer = previous
-                    if fingerprint != canonical(body):
-                        raise coded(
-                            409,
-                            "idempotency_key_reused",
-                            "This Idempotency-Key was already used with a different request body.",
-                        )
-                    return copy.deepcopy(answer)  # a replay: no new job, not counted against limits
-                created = self._create_new(body)
-                with self._cond:
-                    self._idempotency[key] = (canonical(body), created["id"], copy.deepcopy(created))
+                wait = self._scenario["concurrentDuplicate"] == "wait"
+            # One request per key at a time, so two racing retries cannot create two jobs.
+            if wait:
+                key_lock.acquire()
+            elif not key_lock.acquire(blocking=False):
+                raise coded(409, "IDEMPOTENCY_REQUEST_IN_PROGRESS", IN_PROGRESS_MESSAGE)
+            hold.callback(key_lock.release)
+            with self._cond:
+                previous = self._idempotency.get(key)
+            if previous is not None:
+                fingerprint, _gen_id, answer = previous
+                if fingerprint != canonical(body):
+                    raise coded(
+                        409,
+                        "idempotency_key_reused",
+                        "This Idempotency-Key was already used with a different request body.",
+                    )
+                # A replay: no new job; counted against the rate limit only when all requests are.
+                return copy.deepcopy(answer)
+            created = self._create_new(body, key)
+            with self._cond:
+                self._idempotency[key] = (canonical(body), created["id"], copy.deepcopy(created))
 
         if failure is not None and failure.get("afterCreate", False):
             self._consume_failure(failure)
             raise self._injected_error(failure, generation_id=created["id"])
         return created
 
-    def _create_new(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _create_new(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
         request = check_semantics(body)
-        self._reserve_slot()
-        epoch = self._epoch
+        epoch = self._reserve_slot()
         try:
             generation_id = str(uuid.uuid4())
             workdir = self._root / generation_id
             workdir.mkdir(parents=True)
             fetched = self._fetch_inputs(request, workdir)
-            return self._register(generation_id, request, fetched, workdir)
+            return self._register(generation_id, request, fetched, workdir, key)
         finally:
             with self._cond:
                 if epoch == self._epoch:  # a reset in between already zeroed the counter
                     self._reserved -= 1
 
-    def _reserve_slot(self) -> None:
-        """Rate limit, then plan concurrency (429s); holds a slot while inputs are fetched."""
+    def _prune_window(self, now: float) -> None:
+        while self._window and self._window[0] <= now - RATE_WINDOW_SECONDS:
+            self._window.popleft()
+
+    def _rate_error(self, now: float) -> ApiError:
+        """429 rate_limit_exceeded; Retry-After = when the oldest counted request leaves the window."""
+        oldest = self._window[0] if self._window else now
+        error = coded(429, "rate_limit_exceeded", RATE_LIMIT_MESSAGE)
+        error.headers["Retry-After"] = str(max(1, math.ceil(oldest + RATE_WINDOW_SECONDS - now)))
+        return error
+
+    def _count_request(self) -> None:
+        """Strict rate limit: this request counts whatever its answer, a refused one included."""
         with self._cond:
             now = time.time()
-            while self._accepted and self._accepted[0] <= now - 60:
-                self._accepted.popleft()
-            if len(self._accepted) + self._reserved >= self.config.rate_limit:
-                oldest = self._accepted[0] if self._accepted else now
-                error = coded(429, "rate_limit_exceeded", RATE_LIMIT_MESSAGE)
-                error.headers["Retry-After"] = str(max(1, math.ceil(oldest + 60 - now)))
-                raise error
+            self._prune_window(now)
+            full = len(self._window) >= self.config.rate_limit
+            self._window.append(now)
+            if full:
+                raise self._rate_error(now)
+
+    def _reserve_slot(self) -> int:
+        """Rate limit (accepted-only mode), then plan concurrency (429s).
+
+        Holds a slot while inputs are fetched; returns the epoch the slot belongs to.
+        """
+        with self._cond:
+            now = time.time()
+            if not self.config.rate_limit_counts_all:
+                self._prune_window(now)
+                if len(self._window) + self._reserved >= self.config.rate_limit:
+                    raise self._rate_error(now)
             if self._active_count() + self._reserved >= self.config.concurrency:
-                raise self._concurrency_error(self._seconds_until_slot(now))
+                raise self._concurrency_error(self.config.concurrency_retry_after_seconds)
             self._reserved += 1
+            return self._epoch
 
     def _active_count(self) -> int:
         return sum(1 for job in self._jobs.values() if job.status in NON_TERMINAL)
 
-    def _seconds_until_slot(self, now: float) -> int:
-        ends = [j.terminal_at for j in self._jobs.values() if j.status in NON_TERMINAL and j.terminal_at]
-        wait = min(ends) - now if ends else self.config.processing_seconds
-        return max(1, math.ceil(wait))
-
-    def _concurrency_error(self, retry_after: int) -> ApiError:
-        active = self._active_count()
+    def _concurrency_error(self, retry_after: float) -> ApiError:
+        """429 concurrency_limit_reached with a fixed hint: nobody can know when a running job ends."""
+        active = self._active_count() + self._reserved  # creates still fetching inputs hold slots too
         error = coded(
             429,
             "concurrency_limit_reached",
             f"Concurrency limit reached: {active} of {self.config.concurrency} generations are in progress.",
             activeGenerations=active,
             concurrencyLimit=self.config.concurrency,
-            retryAfterSeconds=retry_after,
+            retryAfterSeconds=json_number(retry_after),
             upgradeUrl="https://sync.so/pricing",
         )
-        error.headers["Retry-After"] = str(retry_after)
+        error.headers["Retry-After"] = str(max(0, math.ceil(retry_after)))  # HTTP wants whole seconds
         return error
+
+    def _download(self, url: str) -> bytes | None:
+        """The body at `url`, or None when it is unreachable or answers non-2xx."""
+        try:
+            response = httpx.get(url, timeout=self.config.fetch_timeout_seconds, follow_redirects=True)
+        except httpx.HTTPError:
+            return None
+        return response.content if 200 <= response.status_code < 300 else None
 
     def _fetch_inputs(self, request: CreateRequest, workdir: Path) -> list[Fetched]:
         """Download every media input now, as sync.so does; unreachable -> 422 `*_inaccessible`."""
@@ -431,20 +557,16 @@ class Engine:
                         "Register the media with POST /v2/assets first, or send a url.",
                     )
                 url = asset["url"]
-            try:
-                response = httpx.get(url, timeout=self.config.fetch_timeout_seconds, follow_redirects=True)
-                ok = 200 <= response.status_code < 300
-            except httpx.HTTPError:
-                ok = False
-            if not ok:
+            content = self._download(url)
+            if content is None:
                 raise input_error(
                     f"generation_input_{kind}_inaccessible",
                     f"The provided {kind} URL is inaccessible.",
                     f"Make sure the {kind} URL is publicly reachable until processing starts.",
                 )
             path = workdir / f"input-{index}-{kind}"
-            path.write_bytes(response.content)
-            fetched.append(Fetched(item, path, media.sniff(response.content)))
+            path.write_bytes(content)
+            fetched.append(Fetched(item, url, path, media.sniff(content)))
         return fetched
 
     def _plan(self, fetched: list[Fetched]) -> JobPlan:
@@ -477,7 +599,12 @@ class Engine:
         )
 
     def _register(
-        self, generation_id: str, request: CreateRequest, fetched: list[Fetched], workdir: Path
+        self,
+        generation_id: str,
+        request: CreateRequest,
+        fetched: list[Fetched],
+        workdir: Path,
+        key: str | None,
     ) -> dict[str, Any]:
         body = request.body
         created = time.time()
@@ -504,10 +631,14 @@ class Engine:
         plan = self._plan(fetched)
         with self._cond:
             self._seq += 1
-            job = Job(generation, self._seq, created, plan, workdir)
+            sources = [(f.item["type"], f.url) for f in fetched]
+            job = Job(generation, self._seq, created, plan, workdir, sources, idempotency_key=key)
             self._jobs[generation_id] = job
-            self._accepted.append(created)
+            self._created += 1
+            if not self.config.rate_limit_counts_all:
+                self._window.append(created)
             job.snapshots["PENDING"] = copy.deepcopy(generation)
+            self._note_active()
             self._schedule(created + 0.25 * plan.processing_seconds, job, "processing")
             if job.terminal_at is not None:
                 self._schedule(job.terminal_at, job, "terminal")
@@ -552,15 +683,45 @@ class Engine:
                     if epoch != self._epoch or job is None:
                         continue  # reset since then
                     if action == "processing" and job.status == "PENDING":
-                        self._set_status(job, "PROCESSING")
+                        self._start_processing(job)
                     elif action == "terminal":
                         self._finish(job)
+
+    def _start_processing(self, job: Job) -> None:
+        """PENDING -> PROCESSING, and fetch the inputs again (called with the lock held).
+
+        sync.so fetches the media when it starts working, not only at create, so a URL that
+        expired while the job was queued fails the job (sync-api.md §9).
+        """
+        self._set_status(job, "PROCESSING")
+        with contextlib.suppress(RuntimeError):  # the executor refuses work while shutting down
+            job.refetch = self._fetches.submit(self._refetch, self._epoch, job)
+
+    def _refetch(self, epoch: int, job: Job) -> None:
+        """In a worker thread: fetch every input; the first that fails ends the job FAILED."""
+        failed = next((kind for kind, url in job.sources if self._download(url) is None), None)
+        if failed is None:
+            return
+        with self._cond:
+            if epoch != self._epoch or job.status not in NON_TERMINAL:
+                return  # reset since then, or already over
+            job.generation["error"] = f"The provided {failed} URL is inaccessible."
+            job.generation["errorCode"] = f"generation_input_{failed}_inaccessible"
+            self._set_status(job, "FAILED")
 
     def _finish(self, job: Job) -> None:
         """Terminal transition (called with the lock held)."""
         gen, plan = job.generation, job.plan
+        if job.status not in NON_TERMINAL:
+            return  # ended early: an input became inaccessible
         if job.status == "PENDING":
-            self._set_status(job, "PROCESSING")  # never skip a state, even at processing_seconds=0
+            self._start_processing(job)  # never skip a state, even at processing_seconds=0
+        if job.refetch is not None and not job.refetch.done():
+            # The inputs are still being fetched: no outcome before we know they are reachable.
+            self._schedule(time.time() + 0.02, job, "terminal")
+            return
+        if job.status not in NON_TERMINAL:
+            return
         if plan.outcome == "COMPLETED" and job.build is not None:
             if not job.build.done():  # rendering is slower than the clock: finish when it is ready
                 self._schedule(time.time() + 0.02, job, "terminal")
@@ -579,9 +740,18 @@ class Engine:
 
     def _set_status(self, job: Job, status: str) -> None:
         job.generation["status"] = status
+        if status == "PROCESSING":
+            job.processing_at = time.time()
+        elif status not in NON_TERMINAL:
+            job.ended_at = time.time()
         job.snapshots[status] = copy.deepcopy(job.generation)
+        self._note_active()
         self._cond.notify_all()  # wakes long-polls
         self._maybe_webhook(job, status)
+
+    def _note_active(self) -> None:
+        """Keep the high-water mark of PENDING + PROCESSING at every change (for /_emulator/stats)."""
+        self._max_active = max(self._max_active, self._active_count())
 
     # ------------------------------------------------------------------- webhooks
     def _maybe_webhook(self, job: Job, status: str) -> None:

@@ -166,13 +166,17 @@ def test_permanent_create_failures(
     assert (caught.value.status_code, caught.value.error_code) == (status, error_code)
 
 
-def test_a_wrong_api_key_is_permanent(emulator: SyncEmulator, media: MediaServer) -> None:
-    with SyncClient(emulator.url, "sk-wrong") as wrong, pytest.raises(SyncPermanentError) as caught:
+def test_a_wrong_api_key_is_retryable_so_a_rotation_fails_no_job(
+    emulator: SyncEmulator, media: MediaServer
+) -> None:
+    with SyncClient(emulator.url, "sk-wrong") as wrong, pytest.raises(SyncRetryableError) as caught:
         wrong.create_generation(request(media), idempotency_key="k")
-    assert (caught.value.status_code, caught.value.message) == (
+    assert (caught.value.status_code, caught.value.reason, caught.value.key_changed) == (
         401,
-        "POST /v2/generate answered 401: Unauthorized",
+        "unauthorized",
+        False,
     )
+    assert caught.value.message == "POST /v2/generate answered 401: Unauthorized"
 
 
 def test_unknown_generation_and_key_reuse_are_permanent(client: SyncClient, media: MediaServer) -> None:

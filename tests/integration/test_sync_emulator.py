@@ -26,6 +26,8 @@ import pytest
 
 from local.media import MediaServer, make_sample_audio, make_sample_image, make_sample_video
 from local.sync_emulator import EmulatorConfig, SyncEmulator
+from local.sync_emulator import state as emulator_state
+from local.sync_emulator.__main__ import config_from_args, parse_args
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +92,79 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+class FlakyMedia:
+    """One file on a loopback server we control: counts GETs, can answer slowly or start failing.
+
+    `fail_from`: the GET with this number (1 = the first) and every later one answer 403, like a
+    presigned URL that expired. `slow_gets`: the GETs with these numbers wait `delay` seconds.
+    """
+
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        fail_from: int | None = None,
+        slow_gets: tuple[int, ...] = (),
+        delay: float = 0.0,
+    ) -> None:
+        self.gets: list[float] = []  # time.time() of each GET
+        lock = threading.Lock()
+        flaky = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with lock:
+                    flaky.gets.append(time.time())
+                    number = len(flaky.gets)
+                if number in slow_gets:
+                    time.sleep(delay)
+                if fail_from is not None and number >= fail_from:
+                    status, body = 403, b"<Error><Code>AccessDenied</Code></Error>"
+                else:
+                    status, body = 200, content
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/clip?X-Amz-Expires=60"
+
+    def __enter__(self) -> FlakyMedia:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @dataclass
 class Media:
     server: MediaServer
 
     def url(self, name: str) -> str:
         return self.server.url_for(name)
+
+    def read(self, name: str) -> bytes:
+        return (self.server.directory / name).read_bytes()
+
+
+def post_in_thread(url: str, body: dict[str, Any], key: str) -> tuple[threading.Thread, list[httpx.Response]]:
+    """POST /v2/generate from another thread; the answer lands in the returned list."""
+    answers: list[httpx.Response] = []
+
+    def run() -> None:
+        headers = {"x-api-key": API_KEY, "Idempotency-Key": key}
+        answers.append(httpx.post(f"{url}/v2/generate", json=body, headers=headers, timeout=15))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answers
 
 
 def seed_body(media: Media, **overrides: Any) -> dict[str, Any]:
@@ -218,6 +287,23 @@ def test_auth_missing_and_wrong_key(emu: SyncEmulator) -> None:
     wrong = httpx.post(f"{emu.url}/v2/generate", headers={"x-api-key": "nope"}, json={})
     assert wrong.status_code == 401
     assert wrong.json() == {"message": "Unauthorized", "statusCode": 401}
+
+
+def test_api_key_rotation(emu: SyncEmulator, client: httpx.Client) -> None:
+    def status(key: str) -> int:
+        return httpx.get(f"{emu.url}/v2/generations", headers={"x-api-key": key}).status_code
+
+    rotated = httpx.post(f"{emu.url}/_emulator/api-key", json={"apiKey": "sk-new"})
+    assert (rotated.status_code, rotated.json()) == (200, {"rotated": True})
+    assert client.get("/v2/generations").status_code == 401  # the old key is dead at once
+    assert status("sk-new") == 200
+    emu.rotate_api_key("sk-newer")
+    assert (status("sk-new"), status("sk-newer")) == (401, 200)
+    for bad in ({}, {"apiKey": ""}, {"apiKey": 5}, ["sk-x"]):
+        assert httpx.post(f"{emu.url}/_emulator/api-key", json=bad).status_code == 400, bad
+    assert status("sk-newer") == 200
+    emu.reset()  # back to the configured key
+    assert (status("sk-newer"), status(API_KEY)) == (401, 200)
 
 
 # ------------------------------------------------------------------- happy path
@@ -528,6 +614,58 @@ def test_idempotency_key(client: httpx.Client, media: Media) -> None:
     assert len(client.get("/v2/generations").json()) == 1
 
 
+# -------------------------------------------------------- idempotency, concurrent
+def test_concurrent_duplicate_is_a_409_and_creates_one_generation(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    with FlakyMedia(media.read("video.mp4"), slow_gets=(1,), delay=1.0) as slow:
+        body = simple_body(media)
+        body["input"][0]["url"] = slow.url
+        thread, first = post_in_thread(emu.url, body, "dup-1")
+        wait_for(lambda: slow.gets)  # the first request is fetching its inputs, key in use
+        second = client.post("/v2/generate", json=body, headers={"Idempotency-Key": "dup-1"})
+        thread.join(timeout=10)
+    assert second.status_code == 409
+    assert second.json()["errorCode"] == "IDEMPOTENCY_REQUEST_IN_PROGRESS"
+    assert "Retry later with the same Idempotency-Key" in second.json()["message"]
+    assert first[0].status_code == 201
+    assert [g["id"] for g in client.get("/v2/generations").json()] == [first[0].json()["id"]]
+    stats = emu.stats()
+    assert (stats["createRequests"], stats["created"], stats["rejected"]["other"]) == (2, 1, 1)
+
+
+def test_the_key_stays_in_progress_until_the_answer_is_sent(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    # A client that timed out on a slow answer and retries at once meets the conflict.
+    emu.set_scenario({"latencySeconds": 1.0})
+    thread, first = post_in_thread(emu.url, simple_body(media), "slow-answer")
+    wait_for(lambda: emu.stats()["created"] == 1)  # created; the answer is still on its way
+    retry = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "slow-answer"})
+    thread.join(timeout=10)
+    assert retry.status_code == 409
+    assert retry.json()["errorCode"] == "IDEMPOTENCY_REQUEST_IN_PROGRESS"
+    later = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "slow-answer"})
+    assert (later.status_code, later.json()["id"]) == (201, first[0].json()["id"])
+    assert len(client.get("/v2/generations").json()) == 1
+
+
+def test_concurrent_duplicate_can_wait_for_the_first_answer(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    emu.set_scenario({"concurrentDuplicate": "wait"})
+    with FlakyMedia(media.read("video.mp4"), slow_gets=(1,), delay=1.0) as slow:
+        body = simple_body(media)
+        body["input"][0]["url"] = slow.url
+        thread, first = post_in_thread(emu.url, body, "dup-2")
+        wait_for(lambda: slow.gets)
+        second = client.post("/v2/generate", json=body, headers={"Idempotency-Key": "dup-2"})
+        thread.join(timeout=10)
+    assert first[0].status_code == second.status_code == 201
+    assert first[0].json() == second.json()
+    assert len(client.get("/v2/generations").json()) == 1
+
+
 # ------------------------------------------------------------------------- limits
 def test_concurrency_limit(emu: SyncEmulator, client: httpx.Client, media: Media) -> None:
     emu.set_scenario({"processingSeconds": 3})
@@ -543,24 +681,82 @@ def test_concurrency_limit(emu: SyncEmulator, client: httpx.Client, media: Media
     assert body["errorCode"] == "concurrency_limit_reached"
     assert body["error"] == "Too Many Requests"
     assert (body["activeGenerations"], body["concurrencyLimit"]) == (5, 5)
-    assert 1 <= body["retryAfterSeconds"] <= 3
-    assert over.headers["Retry-After"] == str(body["retryAfterSeconds"])
+    # The default fixed hint, although every job here ends within 3 s: the real API cannot know that.
+    assert body["retryAfterSeconds"] == 10
+    assert over.headers["Retry-After"] == "10"
     assert body["upgradeUrl"] == "https://sync.so/pricing"
     # An idempotent replay is not a new job, so it is not refused.
     replay = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "k0"})
     assert (replay.status_code, replay.json()["id"]) == (201, ids[0])
+    assert emu.stats()["rejected"] == {"concurrency": 1, "rate": 0, "other": 0}
 
 
-def test_rate_limit(media: Media) -> None:
-    config = EmulatorConfig(api_key=API_KEY, processing_seconds=0.2, concurrency=10, rate_limit=2)
+def test_concurrency_hint_is_fixed_and_configurable(media: Media) -> None:
+    config = EmulatorConfig(
+        api_key=API_KEY, processing_seconds=0.8, concurrency=1, concurrency_retry_after_seconds=2.5
+    )
     with SyncEmulator(config) as emu, httpx.Client(base_url=emu.url, headers={"x-api-key": API_KEY}) as c:
-        for i in range(2):
-            assert (
-                c.post(
-                    "/v2/generate", json=simple_body(media), headers={"Idempotency-Key": f"r{i}"}
-                ).status_code
-                == 201
-            )
+        assert c.post("/v2/generate", json=simple_body(media)).status_code == 201
+        hints = []
+        for _ in range(2):  # the job's end comes closer; the hint does not move
+            over = c.post("/v2/generate", json=simple_body(media))
+            assert over.status_code == 429
+            hints.append((over.json()["retryAfterSeconds"], over.headers["Retry-After"]))
+            time.sleep(0.3)
+        assert hints == [(2.5, "3"), (2.5, "3")]
+        # Injected concurrency 429s use the same hint unless the entry gives one.
+        emu.set_scenario({"createFailures": [
+            {"status": 429, "errorCode": "concurrency_limit_reached"},
+            {"status": 429, "errorCode": "concurrency_limit_reached", "retryAfterSeconds": 4},
+        ]})  # fmt: skip
+        injected = [c.post("/v2/generate", json=simple_body(media)) for _ in range(2)]
+        assert [(r.json()["retryAfterSeconds"], r.headers["Retry-After"]) for r in injected] == [
+            (2.5, "3"),
+            (4, "4"),
+        ]
+
+
+def test_reserved_slots_are_released_and_counted(media: Media) -> None:
+    config = EmulatorConfig(api_key=API_KEY, processing_seconds=0.3, concurrency=1, rate_limit=60)
+    with (
+        SyncEmulator(config) as emu,
+        httpx.Client(base_url=emu.url, headers={"x-api-key": API_KEY}) as c,
+        FlakyMedia(media.read("video.mp4"), slow_gets=(1,), delay=1.0) as slow,
+    ):
+        missing = simple_body(media)
+        missing["input"][0]["url"] = media.url("missing.mp4")
+        for _ in range(3):  # refused after taking the slot: the slot comes back each time
+            assert c.post("/v2/generate", json=missing).status_code == 422
+        body = simple_body(media)
+        body["input"][0]["url"] = slow.url
+        thread, first = post_in_thread(emu.url, body, "slot-1")
+        wait_for(lambda: slow.gets)
+        # The first create holds the only slot while it fetches: no job exists yet, but it counts.
+        busy = c.post("/v2/generate", json=simple_body(media))
+        thread.join(timeout=10)
+        assert busy.status_code == 429
+        assert busy.json()["activeGenerations"] == 1
+        assert first[0].status_code == 201
+        finish(c, first[0].json()["id"])
+        assert c.post("/v2/generate", json=simple_body(media)).status_code == 201
+
+
+def test_rate_limit_counts_every_create_request(media: Media, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(emulator_state, "RATE_WINDOW_SECONDS", 2.0)  # a short window keeps this fast
+    config = EmulatorConfig(api_key=API_KEY, processing_seconds=0.2, concurrency=10, rate_limit=4)
+    with SyncEmulator(config) as emu, httpx.Client(base_url=emu.url, headers={"x-api-key": API_KEY}) as c:
+        emu.set_scenario({"createFailures": [{"status": 503, "count": 1}]})
+        # Four requests, one job: an injected failure, an accepted create, its replay, a 400.
+        assert c.post("/v2/generate", json=simple_body(media)).status_code == 503
+        assert (
+            c.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "r0"}).status_code
+            == 201
+        )
+        assert (
+            c.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "r0"}).status_code
+            == 201
+        )
+        assert c.post("/v2/generate", content=b"{nope").status_code == 400
         limited = c.post("/v2/generate", json=simple_body(media))
         assert limited.status_code == 429
         assert limited.json() == {
@@ -569,9 +765,151 @@ def test_rate_limit(media: Media) -> None:
             "message": "Rate limit exceeded. Please try again later.",
             "error": "Too Many Requests",
         }
-        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert 1 <= int(limited.headers["Retry-After"]) <= 2  # until the oldest leaves the window
         replay = c.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "r0"})
-        assert replay.status_code == 201
+        assert replay.status_code == 429  # replays count too
+        # A client retrying in a tight loop burns its own budget: for longer than the window,
+        # every retry is refused, because each refused retry counts.
+        deadline = time.monotonic() + 2.6
+        while time.monotonic() < deadline:
+            assert c.post("/v2/generate", json=simple_body(media)).status_code == 429
+            time.sleep(0.25)
+        time.sleep(2.1)  # a quiet window
+        assert c.post("/v2/generate", json=simple_body(media)).status_code == 201
+        stats = emu.stats()
+        assert stats["created"] == 2
+        assert stats["rejected"]["rate"] == stats["createRequests"] - 5
+        assert stats["rejected"]["other"] == 2
+
+
+def test_rate_limit_can_count_accepted_creates_only(media: Media, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(emulator_state, "RATE_WINDOW_SECONDS", 1.5)
+    config = EmulatorConfig(
+        api_key=API_KEY, processing_seconds=0.2, concurrency=10, rate_limit=2, rate_limit_counts_all=False
+    )
+    with SyncEmulator(config) as emu, httpx.Client(base_url=emu.url, headers={"x-api-key": API_KEY}) as c:
+        assert c.post("/v2/generate", content=b"{nope").status_code == 400  # not counted
+        for i in range(2):
+            headers = {"Idempotency-Key": f"r{i}"}
+            assert c.post("/v2/generate", json=simple_body(media), headers=headers).status_code == 201
+        limited = c.post("/v2/generate", json=simple_body(media))
+        assert limited.status_code == 429
+        assert limited.json()["errorCode"] == "rate_limit_exceeded"
+        replay = c.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "r0"})
+        assert replay.status_code == 201  # replays are not counted in this mode
+        # Refused retries do not count either: the first accepted create leaving the window is enough.
+        started = time.monotonic()
+        wait_for(lambda: c.post("/v2/generate", json=simple_body(media)).status_code == 201, 4, 0.2)
+        assert time.monotonic() - started < 2.0
+        assert emu.stats()["created"] == 3
+
+
+# -------------------------------------------------------- inputs fetched again
+@pytest.mark.parametrize(("kind", "via_asset"), [("video", False), ("audio", True)])
+def test_input_inaccessible_when_processing_starts_fails_the_job(
+    emu: SyncEmulator,
+    client: httpx.Client,
+    media: Media,
+    hook: WebhookReceiver,
+    kind: str,
+    via_asset: bool,
+) -> None:
+    emu.set_scenario({"processingSeconds": 0.8})
+    name, index = ("video.mp4", 0) if kind == "video" else ("audio.wav", 1)
+    with FlakyMedia(media.read(name), fail_from=2) as flaky:  # works at create, 403 afterwards
+        body = simple_body(media, webhookUrl=hook.url)
+        if via_asset:
+            asset = client.post("/v2/assets", json={"url": flaky.url, "type": kind.upper()}).json()
+            body["input"][index] = {"type": kind, "assetId": asset["id"]}
+        else:
+            body["input"][index]["url"] = flaky.url
+        created = client.post("/v2/generate", json=body)
+        assert created.status_code == 201, created.text
+        done = finish(client, created.json()["id"])
+        assert len(flaky.gets) == 2
+    assert (done["status"], done["errorCode"], done["error"]) == (
+        "FAILED",
+        f"generation_input_{kind}_inaccessible",
+        f"The provided {kind} URL is inaccessible.",
+    )
+    assert done["outputUrl"] is None
+    payload = wait_for(lambda: hook.received)[0].json
+    assert (payload["id"], payload["status"]) == (done["id"], "FAILED")
+    assert payload["error_code"] == f"generation_input_{kind}_inaccessible"
+    time.sleep(1.0)  # past the time the job was planned to complete: it stays FAILED
+    assert client.get(f"/v2/generate/{done['id']}").json()["status"] == "FAILED"
+    assert [d.json["status"] for d in hook.received] == ["FAILED"]
+    (stats,) = emu.stats()["generations"]
+    assert stats["processingAt"] is not None
+    assert stats["endedAt"] < stats["createdAt"] + 0.8
+
+
+def test_slow_refetch_that_fails_never_completes(
+    emu: SyncEmulator, client: httpx.Client, media: Media, hook: WebhookReceiver
+) -> None:
+    # The second fetch outlasts the processing time (0.4 s), then fails: no COMPLETED meanwhile.
+    with FlakyMedia(media.read("video.mp4"), fail_from=2, slow_gets=(2,), delay=1.0) as flaky:
+        body = simple_body(media, webhookUrl=hook.url)
+        body["input"][0]["url"] = flaky.url
+        generation_id = client.post("/v2/generate", json=body).json()["id"]
+        time.sleep(0.8)
+        assert client.get(f"/v2/generate/{generation_id}").json()["status"] == "PROCESSING"
+        done = finish(client, generation_id)
+    assert (done["status"], done["errorCode"]) == ("FAILED", "generation_input_video_inaccessible")
+    wait_for(lambda: hook.received)
+    time.sleep(0.2)
+    assert [d.json["status"] for d in hook.received] == ["FAILED"]
+
+
+def test_inputs_that_stay_reachable_are_fetched_again_and_complete(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    with FlakyMedia(media.read("audio.wav")) as steady:
+        body = simple_body(media)
+        body["input"][1]["url"] = steady.url
+        done = finish(client, client.post("/v2/generate", json=body).json()["id"])
+        assert done["status"] == "COMPLETED"
+        (stats,) = emu.stats()["generations"]
+        assert len(steady.gets) == 2
+        assert steady.gets[1] >= stats["processingAt"] - 0.01  # fetched again when processing started
+
+
+# -------------------------------------------------------------------------- stats
+def test_stats(emu: SyncEmulator, client: httpx.Client, media: Media) -> None:
+    emu.set_scenario({"processingSeconds": 0.6})
+    a = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "s-a"}).json()
+    b = client.post("/v2/generate", json=simple_body(media)).json()
+    assert client.post("/v2/generate", content=b"{nope").status_code == 400
+    assert httpx.post(f"{emu.url}/v2/generate", json=simple_body(media)).status_code == 401
+    for generation in (a, b):
+        finish(client, generation["id"])
+    emu.set_scenario({"outcome": "NEVER"})
+    c = client.post("/v2/generate", json=simple_body(media)).json()
+    wait_for(lambda: client.get(f"/v2/generate/{c['id']}").json()["status"] == "PROCESSING")
+
+    stats = httpx.get(f"{emu.url}/_emulator/stats").json()
+    assert stats == emu.stats()
+    assert stats["maxActive"] == 2  # a and b overlapped; both ended before c began
+    assert (stats["createRequests"], stats["created"]) == (5, 3)
+    assert stats["rejected"] == {"concurrency": 0, "rate": 0, "other": 2}
+    gens = stats["generations"]
+    assert [g["id"] for g in gens] == [a["id"], b["id"], c["id"]]  # creation order
+    assert [g["status"] for g in gens] == ["COMPLETED", "COMPLETED", "PROCESSING"]
+    assert [g["idempotencyKey"] for g in gens] == ["s-a", None, None]
+    for g in gens[:2]:
+        assert g["createdAt"] <= g["processingAt"] <= g["endedAt"]
+        assert isinstance(g["createdAt"], float)
+    assert gens[2]["processingAt"] is not None
+    assert gens[2]["endedAt"] is None
+
+    emu.reset()
+    assert emu.stats() == {
+        "maxActive": 0,
+        "createRequests": 0,
+        "created": 0,
+        "rejected": {"concurrency": 0, "rate": 0, "other": 0},
+        "generations": [],
+    }
 
 
 # ---------------------------------------------------------------------- GET / list
@@ -618,15 +956,23 @@ def test_list_filters_and_cursor(emu: SyncEmulator, client: httpx.Client, media:
     made.append(client.post("/v2/generate", json=simple_body(media)).json()["id"])
     newest_first = made[::-1]
 
-    def ids(**params: str) -> list[str]:
-        answer = client.get("/v2/generations", params=params)
+    def ids(*pairs: tuple[str, str], **params: str) -> list[str]:
+        answer = client.get("/v2/generations", params=[*pairs, *params.items()])
         assert answer.status_code == 200, answer.text
         return [g["id"] for g in answer.json()]
 
     assert sorted(ids()) == sorted(made)
     assert sorted(ids(status="COMPLETED")) == sorted(made[:3])
     assert ids(status="PENDING,PROCESSING") == [made[3]]
+    # Repeated parameters, as the official SDK sends them, and mixtures of both forms.
+    assert ids(("status", "PENDING"), ("status", "PROCESSING")) == [made[3]]
+    assert sorted(ids(("status", "COMPLETED"), ("status", "PENDING,PROCESSING"))) == sorted(made)
     assert sorted(ids(ids=f"{made[0]},{made[3]}")) == sorted([made[0], made[3]])
+    assert sorted(ids(("ids", made[0]), ("ids", made[3]))) == sorted([made[0], made[3]])
+    assert sorted(ids(("ids", f"{made[0]},{made[1]}"), ("ids", made[3]))) == sorted([*made[:2], made[3]])
+    assert ids(("ids", made[0]), ("ids", made[3]), ("status", "COMPLETED")) == [made[0]]
+    repeated_bad = client.get("/v2/generations", params=[("status", "COMPLETED"), ("status", "DONE")])
+    assert repeated_bad.status_code == 400
     assert sorted(ids(projectId="p1")) == sorted(made[:2])
     assert ids(limit="2") == newest_first[:2]
     assert ids(limit="2", cursor=newest_first[1]) == newest_first[2:]
@@ -701,9 +1047,34 @@ def test_create_failure_after_create_is_recoverable_with_same_key(
     assert lost.status_code == 503
     assert lost.json()["errorCode"] == "IDEMPOTENCY_OUTCOME_UNKNOWN"
     generation_id = lost.json()["generationId"]
+    assert lost.json()["statusCode"] == 503
+    assert client.get(f"/v2/generate/{generation_id}").status_code == 200  # the job does exist
     retry = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "lost-1"})
     assert (retry.status_code, retry.json()["id"]) == (201, generation_id)
     assert [g["id"] for g in client.get("/v2/generations").json()] == [generation_id]
+    assert finish(client, generation_id)["status"] == "COMPLETED"
+
+
+def test_create_failure_after_create_can_be_an_in_progress_409(
+    emu: SyncEmulator, client: httpx.Client, media: Media
+) -> None:
+    emu.set_scenario(
+        {
+            "createFailures": [
+                {"status": 409, "errorCode": "IDEMPOTENCY_REQUEST_IN_PROGRESS", "afterCreate": True}
+            ]
+        }
+    )
+    answer = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "ip-1"})
+    assert answer.status_code == 409
+    body = answer.json()
+    assert (body["statusCode"], body["errorCode"]) == (409, "IDEMPOTENCY_REQUEST_IN_PROGRESS")
+    assert "same Idempotency-Key" in body["message"]
+    generation_id = body["generationId"]
+    assert [g["id"] for g in client.get("/v2/generations").json()] == [generation_id]
+    assert finish(client, generation_id)["status"] == "COMPLETED"  # the job exists and runs
+    retry = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "ip-1"})
+    assert (retry.status_code, retry.json()["id"]) == (201, generation_id)
 
 
 def test_get_failures(emu: SyncEmulator, client: httpx.Client, media: Media) -> None:
@@ -765,6 +1136,12 @@ def test_scenario_admin_endpoint(emu: SyncEmulator) -> None:
     bad = httpx.post(f"{emu.url}/_emulator/scenario", json={"webhok": "drop"})
     assert bad.status_code == 400
     assert httpx.post(f"{emu.url}/_emulator/scenario", json={"outcome": "MAYBE"}).status_code == 400
+    assert merged["concurrentDuplicate"] == "conflict"
+    assert (
+        httpx.post(f"{emu.url}/_emulator/scenario", json={"concurrentDuplicate": "queue"}).status_code == 400
+    )
+    assert emu.set_scenario({"concurrentDuplicate": "wait"})["concurrentDuplicate"] == "wait"
+    assert emu.set_scenario({"concurrentDuplicate": None})["concurrentDuplicate"] == "conflict"
 
 
 # ------------------------------------------------------------------- admin / logs
@@ -810,6 +1187,27 @@ def test_reset_clears_everything(
 
 
 # ---------------------------------------------------------------------------- CLI
+def test_cli_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL", "SYNC_EMULATOR_CONCURRENCY_RETRY_AFTER_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = config_from_args(parse_args([]))
+    assert (defaults.rate_limit_counts_all, defaults.concurrency_retry_after_seconds) == (True, 10.0)
+    flags = config_from_args(
+        parse_args(["--rate-limit-counts-accepted-only", "--concurrency-retry-after-seconds", "2.5"])
+    )
+    assert (flags.rate_limit_counts_all, flags.concurrency_retry_after_seconds) == (False, 2.5)
+
+    monkeypatch.setenv("SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL", "0")
+    monkeypatch.setenv("SYNC_EMULATOR_CONCURRENCY_RETRY_AFTER_SECONDS", "7")
+    env = config_from_args(parse_args([]))
+    assert (env.rate_limit_counts_all, env.concurrency_retry_after_seconds) == (False, 7.0)
+    monkeypatch.setenv("SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL", "1")
+    assert config_from_args(parse_args([])).rate_limit_counts_all is True
+    monkeypatch.setenv("SYNC_EMULATOR_RATE_LIMIT_COUNTS_ALL", "maybe")
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
 def test_cli_starts_and_stops_on_sigterm() -> None:
     env = {**os.environ, "SYNC_EMULATOR_API_KEY": "sk-cli"}
     proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The state machine's tasks: arm the webhook wait, reconcile with a GET, finalize."""
+"""The state machine's tasks: arm the webhook wait, reconcile with a GET, finalize, stop."""
 
 import hashlib
 import json
@@ -9,20 +9,26 @@ from typing import Any
 import httpx
 import pytest
 
-from lipsync.jobs import Job, JobStatus
+from lipsync.admission import SlotHolder
+from lipsync.jobs import Job, JobError, JobStatus
 from lipsync.lifecycle import (
     OUTPUT_CONTENT_TYPE,
+    ExecutionState,
     GenerationNotFinished,
     OutputUnavailableError,
     PollSchedule,
-    ReconcileState,
+    Slots,
     finalize,
+    is_transient_failure,
     reconcile,
+    stop,
 )
+from lipsync.models import Generation
 from lipsync.sync_client import SyncRetryableError
 from lipsync.webhook_auth import job_token
 from lipsync.webhooks import WebhookReceiver, arm_webhook_wait
-from tests.fakes import FakeJobStore, FakeStorage, FakeSyncApi, FakeWorkflow
+from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow
+from tests.tables import SeededStore, make_tables
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 AT = "2026-11-25T00:00:00.000Z"
@@ -32,10 +38,14 @@ FRESH_URL = "https://cdn.sync.example/out.mp4?sig=fresh"
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
 
 
-def seed(store: FakeJobStore, status: str = "PENDING", **extra: Any) -> Job:
+def job_store() -> SeededStore:
+    return make_tables()[0]
+
+
+def seed(store: SeededStore, status: str = "PENDING", **extra: Any) -> Job:
     """A job; a final one as polling left it (its status confirmed by a GET) unless `extra` says otherwise."""
     if status not in {"PENDING", "PROCESSING"}:
-        extra = {"confirmedAt": AT} | extra
+        extra = {"confirmedAt": AT, "apiStatus": status} | extra
     return store.put(
         Job.model_validate(
             {
@@ -50,26 +60,45 @@ def seed(store: FakeJobStore, status: str = "PENDING", **extra: Any) -> Job:
                 "generationId": "gen-1",
                 "createdAt": AT,
                 "updatedAt": AT,
-                "history": [{"status": status, "source": "submit", "at": AT}],
+                "submittedAt": AT,
+                "history": [{"status": status, "source": "dispatch", "at": AT}],
             }
             | extra
         )
     )
 
 
-def stored(store: FakeJobStore) -> Job:
+def stored(store: SeededStore) -> Job:
     job = store.get(JOB_ID)
     assert job is not None
     return job
+
+
+KICKER = FakeKicker()
+
+
+def slots(retries: int = 1) -> Slots:
+    """Admission over the same moto tables as `job_store()` (created once per test)."""
+    return Slots(make_tables()[1], KICKER, retries)
+
+
+def hold_slot(store: SeededStore, slot: int = 0) -> None:
+    """The job holds plan slot `slot`, as dispatch left it."""
+    admission = make_tables()[1]
+    plan = admission.read()
+    holder = SlotHolder(job_id=JOB_ID, since=0.0, lease_until=0.0)
+    from lipsync.job_store import Update
+
+    assert admission.claim(plan, slot, holder, 60, Update(JOB_ID, set={"slot": slot}))
 
 
 # ---------------------------------------------------------------------------- arm
 
 
 def test_arm_stores_the_token_and_waits() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = job_store(), FakeWorkflow()
     seed(store)
-    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1") == {
+    assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1") == {
         "armed": True,
         "webhookAlreadyArrived": False,
     }
@@ -79,27 +108,27 @@ def test_arm_stores_the_token_and_waits() -> None:
 
 @pytest.mark.parametrize("early", ["COMPLETED", "FAILED", "REJECTED"])
 def test_arm_wakes_the_workflow_itself_when_a_terminal_webhook_came_first(early: str) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store, early, webhookStatus=early)
+    store, workflow = job_store(), FakeWorkflow()
+    seed(store, webhookStatus=early, webhookGenerationId="gen-1")
     workflow.wait("task-1")
-    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1") == {
+    assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1") == {
         "armed": True,
         "webhookAlreadyArrived": True,
     }
-    assert workflow.wakes == [("task-1", {"status": early, "source": "webhook"})]
+    assert workflow.wakes == [("task-1", {"webhookStatus": early})]
     assert workflow.waiting == set()
 
 
 def test_arm_does_not_wake_for_a_non_terminal_webhook_status() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store, "PROCESSING", webhookStatus="PROCESSING")
-    assert arm_webhook_wait(store, workflow, JOB_ID, "task-1")["webhookAlreadyArrived"] is False
+    store, workflow = job_store(), FakeWorkflow()
+    seed(store, "PROCESSING", webhookStatus="PROCESSING", webhookGenerationId="gen-1")
+    assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1")["webhookAlreadyArrived"] is False
     assert workflow.wakes == []
 
 
 @pytest.mark.parametrize("webhook_first", [True, False])
 def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = job_store(), FakeWorkflow()
     seed(store)
     workflow.wait("task-1")
     hooks = WebhookReceiver(store, workflow, lambda: "key", lambda: [])
@@ -109,7 +138,7 @@ def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
         hooks.receive(JOB_ID, job_token("key", JOB_ID), None, body)
 
     def arm() -> None:
-        arm_webhook_wait(store, workflow, JOB_ID, "task-1")
+        arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1")
 
     for step in (deliver, arm) if webhook_first else (arm, deliver):
         step()
@@ -121,9 +150,9 @@ def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
 
 
 def state(
-    attempt: int = 0, webhook: dict[str, Any] | None = None, deadline: datetime = NOW + timedelta(hours=1)
-) -> ReconcileState:
-    return ReconcileState.model_validate(
+    attempt: int = 0, webhook: dict[str, Any] | None = None, deadline: datetime = NOW + timedelta(days=3650)
+) -> ExecutionState:
+    return ExecutionState.model_validate(
         {
             "jobId": JOB_ID,
             "generationId": "gen-1",
@@ -154,9 +183,9 @@ def clock(moment: datetime = NOW) -> Callable[[], datetime]:
 
 
 def test_reconcile_records_a_completed_generation_it_polled() -> None:
-    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store, "PROCESSING")
-    result = reconcile(store, api.client(), state(0), clock())
+    result = reconcile(store, api.client(), state(0), 1, clock())
     assert result == {"status": "COMPLETED", "terminal": True, "attempt": 0, "nextWaitSeconds": 0}
     (request,) = api.requests
     assert (request.method, request.url.path) == ("GET", "/v2/generate/gen-1")
@@ -173,21 +202,21 @@ def test_reconcile_records_a_completed_generation_it_polled() -> None:
     [(0, {}), (0, TIMED_OUT_WAIT), (3, WOKEN), (1, {})],
 )
 def test_reconcile_says_polling_when_no_webhook_woke_this_look(attempt: int, webhook: dict[str, Any]) -> None:
-    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store, "PROCESSING")
-    assert reconcile(store, api.client(), state(attempt, webhook), clock())["terminal"] is True
+    assert reconcile(store, api.client(), state(attempt, webhook), 1, clock())["terminal"] is True
     job = stored(store)
     assert (job.status, job.finished_by, job.history[-1].source) == ("COMPLETED", "polling", "poll")
     assert job.output_url == OUTPUT_URL
 
 
 def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi(COMPLETED)
-    # The webhook advanced the job; nothing has read it back from sync.so yet.
-    seed(store, "COMPLETED", webhookStatus="COMPLETED", confirmedAt=None)
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(COMPLETED)
+    # The webhook only signalled; nothing has read the end back from sync.so yet.
+    seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
     assert (
-        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())["outputKey"]
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["outputKey"]
         == "outputs/campaign/a.mp4"
     )
     (request,) = api.requests
@@ -204,20 +233,20 @@ def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() ->
 
 
 def test_finalize_after_a_premature_webhook_hands_over_to_polling() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
-    seed(store, "COMPLETED", webhookStatus="COMPLETED", confirmedAt=None)
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
     with pytest.raises(GenerationNotFinished):
-        finalize(store, storage, api.client(), JOB_ID)
+        finalize(store, storage, api.client(), slots(), state())
     assert storage.objects == {}
     assert storage.documents == {}
     assert stored(store).confirmed_at is None
 
 
 def test_reconcile_records_a_failed_generation_with_its_error() -> None:
-    store = FakeJobStore()
+    store = job_store()
     api = FakeSyncApi(got("FAILED", error="No face.", errorCode="generation_face_not_detected"))
     seed(store)
-    assert reconcile(store, api.client(), state(), clock())["status"] == "FAILED"
+    assert reconcile(store, api.client(), state(), 1, clock())["status"] == "FAILED"
     job = stored(store)
     assert job.error is not None
     assert (job.status, job.error.code, job.error.message) == (
@@ -243,10 +272,10 @@ def test_reconcile_records_a_failed_generation_with_its_error() -> None:
 def test_reconcile_of_a_running_generation_schedules_the_next_look(
     attempt: int, seconds_left: float, expected: int
 ) -> None:
-    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    store, api = job_store(), FakeSyncApi(got("PROCESSING"))
     seed(store)
     result = reconcile(
-        store, api.client(), state(attempt, deadline=NOW + timedelta(seconds=seconds_left)), clock()
+        store, api.client(), state(attempt, deadline=NOW + timedelta(seconds=seconds_left)), 1, clock()
     )
     assert result == {
         "status": "PROCESSING",
@@ -259,11 +288,11 @@ def test_reconcile_of_a_running_generation_schedules_the_next_look(
 
 
 def test_reconcile_of_the_same_running_status_twice_changes_nothing_but_returns_the_schedule() -> None:
-    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    store, api = job_store(), FakeSyncApi(got("PROCESSING"))
     seed(store)
-    reconcile(store, api.client(), state(0), clock())
+    reconcile(store, api.client(), state(0), 1, clock())
     history = stored(store).history
-    assert reconcile(store, api.client(), state(1), clock())["attempt"] == 2
+    assert reconcile(store, api.client(), state(1), 1, clock())["attempt"] == 2
     assert stored(store).history == history
 
 
@@ -281,10 +310,10 @@ def test_poll_schedule_follows_first_times_rate_to_the_power_of_attempt() -> Non
 
 
 def test_reconcile_past_the_deadline_times_the_job_out() -> None:
-    store, api = FakeJobStore(), FakeSyncApi(got("PROCESSING"))
+    store, api = job_store(), FakeSyncApi(got("PROCESSING"))
     seed(store)
     deadline = NOW - timedelta(seconds=1)
-    result = reconcile(store, api.client(), state(7, deadline=deadline), clock())
+    result = reconcile(store, api.client(), state(7, deadline=deadline), 1, clock())
     assert result == {"status": "TIMED_OUT", "terminal": True, "attempt": 7, "nextWaitSeconds": 0}
     job = stored(store)
     assert job.status == JobStatus.TIMED_OUT
@@ -294,9 +323,9 @@ def test_reconcile_past_the_deadline_times_the_job_out() -> None:
 
 
 def test_a_terminal_answer_past_the_deadline_is_still_recorded_as_such() -> None:
-    store, api = FakeJobStore(), FakeSyncApi(COMPLETED)
+    store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store)
-    result = reconcile(store, api.client(), state(7, deadline=NOW - timedelta(minutes=5)), clock())
+    result = reconcile(store, api.client(), state(7, deadline=NOW - timedelta(minutes=5)), 1, clock())
     assert result["status"] == "COMPLETED"
     assert stored(store).status == "COMPLETED"
 
@@ -309,11 +338,11 @@ def time_out(request: httpx.Request) -> httpx.Response:
 def test_a_retryable_get_error_is_raised_before_the_deadline(
     reply: httpx.Response | Callable[..., Any],
 ) -> None:
-    store, api = FakeJobStore(), FakeSyncApi(reply)
+    store, api = job_store(), FakeSyncApi(reply)
     seed(store)
     before = json.dumps(store.items)
     with pytest.raises(SyncRetryableError):
-        reconcile(store, api.client(), state(2), clock())
+        reconcile(store, api.client(), state(2), 1, clock())
     assert json.dumps(store.items) == before
 
 
@@ -321,20 +350,20 @@ def test_a_retryable_get_error_is_raised_before_the_deadline(
 def test_a_retryable_get_error_after_the_deadline_times_out(
     reply: httpx.Response | Callable[..., Any],
 ) -> None:
-    store, api = FakeJobStore(), FakeSyncApi(reply)
+    store, api = job_store(), FakeSyncApi(reply)
     seed(store)
-    result = reconcile(store, api.client(), state(2, deadline=NOW), clock())
+    result = reconcile(store, api.client(), state(2, deadline=NOW), 1, clock())
     assert (result["status"], result["terminal"]) == ("TIMED_OUT", True)
     assert stored(store).status == "TIMED_OUT"
 
 
 def test_a_404_fails_the_job() -> None:
-    store = FakeJobStore()
+    store = job_store()
     api = FakeSyncApi(
         httpx.Response(404, json={"statusCode": 404, "errorCode": "generation_not_found", "message": "no"})
     )
     seed(store)
-    assert reconcile(store, api.client(), state(), clock())["status"] == "FAILED"
+    assert reconcile(store, api.client(), state(), 1, clock())["status"] == "FAILED"
     job = stored(store)
     assert job.status == "FAILED"
     assert job.error is not None
@@ -369,15 +398,15 @@ class BrokenStream(httpx.SyncByteStream):
         raise httpx.ReadError("connection reset")
 
 
-def completed_job(store: FakeJobStore, **extra: Any) -> Job:
+def completed_job(store: SeededStore, **extra: Any) -> Job:
     return seed(store, "COMPLETED", outputUrl=OUTPUT_URL, finishedBy="webhook", **extra)
 
 
 def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
-    result = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
     assert result == {"status": "COMPLETED", "outputKey": "outputs/campaign/a.mp4"}
     digest = hashlib.sha256(VIDEO).hexdigest()
     output = storage.objects["outputs/campaign/a.mp4"]
@@ -402,12 +431,12 @@ def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
 
 @pytest.mark.parametrize("expired", [httpx.Response(403, text="AccessDenied"), httpx.Response(410)])
 def test_an_expired_output_url_is_replaced_by_a_fresh_one(expired: httpx.Response) -> None:
-    store, storage = FakeJobStore(), FakeStorage()
+    store, storage = job_store(), FakeStorage()
     api = FakeSyncApi(httpx.Response(200, text=f'"{FRESH_URL}"\n'))
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: expired, FRESH_URL: httpx.Response(200, content=VIDEO)})
     assert (
-        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())["outputKey"]
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["outputKey"]
         == "outputs/campaign/a.mp4"
     )
     (request,) = api.requests
@@ -418,20 +447,20 @@ def test_an_expired_output_url_is_replaced_by_a_fresh_one(expired: httpx.Respons
 
 
 def test_a_missing_output_url_asks_for_a_fresh_one() -> None:
-    store, storage = FakeJobStore(), FakeStorage()
+    store, storage = job_store(), FakeStorage()
     api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
     seed(store, "COMPLETED")
     cdn = Cdn({FRESH_URL: httpx.Response(200, content=VIDEO)})
-    finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
 
 
 def test_finalize_twice_uploads_once_and_writes_the_document_once() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
-    first = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
-    second = finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+    first = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
+    second = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
     assert first == second
     assert storage.writes == ["outputs/campaign/a.mp4", "outputs/campaign/a.json"]
     assert cdn.requested == [OUTPUT_URL]
@@ -446,10 +475,10 @@ def test_finalize_twice_uploads_once_and_writes_the_document_once() -> None:
     ],
 )
 def test_other_ends_write_the_document_with_the_error_and_upload_nothing(status: str, code: str) -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     seed(store, status, error={"code": code, "message": "it went wrong"})
     cdn = Cdn({})
-    assert finalize(store, storage, api.client(), JOB_ID, http=cdn.client()) == {
+    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client()) == {
         "status": status,
         "outputKey": None,
     }
@@ -459,28 +488,52 @@ def test_other_ends_write_the_document_with_the_error_and_upload_nothing(status:
     assert storage.documents["outputs/campaign/a.json"]["status"] == status
 
 
-def test_a_workflow_error_fails_a_job_that_is_not_final() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+def test_a_workflow_error_stops_a_job_that_sync_so_has_not_finished() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("PROCESSING"))
     seed(store, "PROCESSING")
-    error = {"Error": "Lambda.Unknown", "Cause": "The reconcile function crashed"}
-    assert finalize(store, storage, api.client(), JOB_ID, workflow_error=error)["status"] == "FAILED"
+    error = JobError(code="workflow_lambda.unknown", message="the job's workflow failed: reconcile crashed")
+    assert stop(store, storage, api.client(), slots(), JOB_ID, "gen-1", error)["status"] == "STOPPED"
     job = stored(store)
-    assert job.status == "FAILED"
+    assert job.status == "STOPPED"
     assert job.error is not None
-    assert job.error.code == "Lambda.Unknown"
-    assert "The reconcile function crashed" in job.error.message
-    assert (job.history[-1].status, job.history[-1].source) == ("FAILED", "finalize")
-    assert storage.documents["outputs/campaign/a.json"]["status"] == "FAILED"
+    assert "reconcile crashed" in job.error.message
+    assert (job.history[-1].status, job.history[-1].source) == ("STOPPED", "workflow")
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "STOPPED"
+
+
+def test_a_workflow_error_takes_the_final_status_from_a_get_when_sync_so_finished() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("FAILED", errorCode="generation_face_not_detected", error="no face"))
+    seed(store, "PROCESSING")
+    stop(
+        store, storage, api.client(), slots(), JOB_ID, "gen-1", JobError(code="workflow_aborted", message="x")
+    )
+    job = stored(store)
+    assert (job.status, job.api_status) == ("FAILED", "FAILED")
+    assert job.error is not None
+    assert job.error.code == "generation_face_not_detected"
 
 
 def test_a_workflow_error_does_not_change_a_final_job() -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     seed(store, "REJECTED", error={"code": "bad_input", "message": "no"})
-    finalize(store, storage, api.client(), JOB_ID, workflow_error={"Error": "X", "Cause": "Y"})
+    stop(store, storage, api.client(), slots(), JOB_ID, "gen-1", JobError(code="X", message="Y"))
     job = stored(store)
     assert job.status == "REJECTED"
     assert job.error is not None
     assert job.error.code == "bad_input"
+    assert api.requests == []
+
+
+def test_an_old_executions_end_does_not_touch_a_resubmitted_job() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
+    seed(store, "PENDING", generationId="gen-2")
+    stop(
+        store, storage, api.client(), slots(), JOB_ID, "gen-1", JobError(code="workflow_aborted", message="x")
+    )
+    assert stored(store).status == "PENDING"
+    assert storage.documents == {}
 
 
 @pytest.mark.parametrize(
@@ -492,10 +545,10 @@ def test_a_workflow_error_does_not_change_a_final_job() -> None:
     ids=["reset-mid-download", "cdn-5xx"],
 )
 def test_a_failed_download_leaves_nothing_and_a_second_run_succeeds(broken: httpx.Response) -> None:
-    store, storage, api = FakeJobStore(), FakeStorage(), FakeSyncApi()
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
     with pytest.raises((httpx.HTTPError, OutputUnavailableError)):
-        finalize(store, storage, api.client(), JOB_ID, http=Cdn({OUTPUT_URL: broken}).client())
+        finalize(store, storage, api.client(), slots(), state(), http=Cdn({OUTPUT_URL: broken}).client())
     assert storage.objects == {}
     assert storage.documents == {}
     job = stored(store)
@@ -505,7 +558,8 @@ def test_a_failed_download_leaves_nothing_and_a_second_run_succeeds(broken: http
         store,
         storage,
         api.client(),
-        JOB_ID,
+        slots(),
+        state(),
         http=Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)}).client(),
     )
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
@@ -513,24 +567,150 @@ def test_a_failed_download_leaves_nothing_and_a_second_run_succeeds(broken: http
 
 
 def test_an_output_that_cannot_be_fetched_at_all_raises() -> None:
-    store, storage = FakeJobStore(), FakeStorage()
+    store, storage = job_store(), FakeStorage()
     api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(403), FRESH_URL: httpx.Response(403)})
     with pytest.raises(OutputUnavailableError):
-        finalize(store, storage, api.client(), JOB_ID, http=cdn.client())
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
     assert storage.objects == {}
 
 
 def test_record_failure_after_a_failed_copy_still_writes_the_document() -> None:
-    # The state machine's Finalize gave up (output not downloadable) and RecordFailure calls
-    # finalize with the workflow error. The job is COMPLETED at sync.so, so it stays COMPLETED,
-    # but the user must still get outputs/<name>.json saying what went wrong (invariant 4).
-    store, storage = FakeJobStore(), FakeStorage()
-    api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
+    # Finalize gave up on the copy and RecordFailure stops the job. sync.so completed it, so it
+    # stays COMPLETED, and outputs/<name>.json says the output could not be copied (invariant 4).
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
-    cdn = Cdn({OUTPUT_URL: httpx.Response(403), FRESH_URL: httpx.Response(403)})
-    workflow_error = {"Error": "OutputUnavailableError", "Cause": "not downloadable"}
-    finalize(store, storage, api.client(), JOB_ID, workflow_error=workflow_error, http=cdn.client())
+    error = JobError(code="workflow_outputunavailableerror", message="not downloadable")
+    stop(store, storage, api.client(), slots(), JOB_ID, "gen-1", error)
     document = storage.documents["outputs/campaign/a.json"]
-    assert "error" in document
+    assert document["status"] == "COMPLETED"
+    assert document["error"]["code"] == "output_copy_failed"
+
+
+# ---------------------------------------------------------------------------- slots, resubmission, bounds
+
+
+def test_finalize_frees_the_slot_before_copying_and_wakes_the_dispatcher() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
+    completed_job(store)
+    hold_slot(store)
+    kicks = len(KICKER.kicks)
+    cdn = Cdn({OUTPUT_URL: httpx.Response(503)})  # the copy fails: the slot is free all the same
+    with pytest.raises(OutputUnavailableError):
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client(), now=clock())
+    assert make_tables()[1].read().slots == {}
+    assert stored(store).slot is None
+    assert len(KICKER.kicks) == kicks + 1
+    assert make_tables()[1].read().durations  # the generation's time feeds the ETAs
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        None,
+        "generation_pipeline_failed",
+        "generation_timeout",
+        "generation_infra_storage_error",
+        "controller_x",
+    ],
+)
+def test_a_confirmed_transient_failure_goes_back_to_the_queue_once(code: str | None) -> None:
+    store, storage = job_store(), FakeStorage()
+    failed = {"errorCode": code} if code else {}
+    api = FakeSyncApi(got("FAILED", error="boom", **failed))
+    seed(
+        store,
+        "PROCESSING",
+        generations=[{"generationId": "gen-1", "idempotencyKey": f"{JOB_ID}.1", "submittedAt": AT}],
+    )
+    hold_slot(store)
+    result = finalize(store, storage, api.client(), slots(retries=1), state())
+    assert result == {"status": "QUEUED", "outputKey": None}
+    job = stored(store)
+    assert (job.status, job.resubmissions, job.generation_id) == ("QUEUED", 1, None)
+    assert store.queue_head(5) == [JOB_ID] if job.queue_key else True
+    assert [(g.generation_id, g.api_status) for g in job.generations] == [("gen-1", "FAILED")]
+    assert make_tables()[1].read().slots == {}
+    assert storage.documents == {}  # not over yet
+
+
+def test_a_second_transient_failure_past_the_retry_budget_is_final() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("FAILED", errorCode="generation_pipeline_failed", error="boom"))
+    seed(store, "PROCESSING", resubmissions=1)
+    assert finalize(store, storage, api.client(), slots(retries=1), state())["status"] == "FAILED"
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "FAILED"
+
+
+@pytest.mark.parametrize("code", ["generation_input_video_inaccessible", "generation_face_not_detected"])
+def test_a_permanent_failure_is_never_sent_again(code: str) -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("FAILED", errorCode=code, error="no"))
+    seed(store, "PROCESSING")
+    assert finalize(store, storage, api.client(), slots(retries=3), state())["status"] == "FAILED"
+    assert not is_transient_failure(Generation(id="g", status="FAILED", errorCode=code))
+
+
+def test_reconcile_leaves_a_transient_failure_for_finalize_to_resubmit() -> None:
+    store, api = job_store(), FakeSyncApi(got("FAILED", errorCode="generation_unknown_error"))
+    seed(store, "PROCESSING")
+    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    job = stored(store)
+    assert (job.status, job.api_status) == ("PROCESSING", "FAILED")
+    assert job.confirmed_at is not None
+
+
+def test_finalize_gives_up_on_a_copy_at_the_deadline_and_still_writes_the_ending() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(503, text="download broken"))
+    seed(store, "COMPLETED")  # no output URL recorded: /download is asked, and it keeps failing
+    past = state(deadline=NOW - timedelta(seconds=1))
+    result = finalize(store, storage, api.client(), slots(), past, http=Cdn({}).client(), now=clock())
+    assert result == {"status": "COMPLETED", "outputKey": None}
+    document = storage.documents["outputs/campaign/a.json"]
+    assert document["error"]["code"] == "output_copy_failed"
+
+
+def test_reconcile_of_a_settled_job_answers_without_another_get() -> None:
+    store, api = job_store(), FakeSyncApi()
+    seed(store, "COMPLETED")
+    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    assert api.requests == []
+
+
+def test_a_rotated_api_key_is_read_again_and_the_poll_succeeds() -> None:
+    store = job_store()
+    keys = ["sk-old"]
+    api = FakeSyncApi(
+        lambda request: (
+            httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401})
+            if request.headers["x-api-key"] == "sk-old"
+            else got("PROCESSING")
+        )
+    )
+    seed(store)
+    client = api.client(lambda fresh=False: keys[-1])
+    keys.append("sk-new")
+    assert reconcile(store, client, state(), 1, clock())["status"] == "PROCESSING"
+    assert [request.headers["x-api-key"] for request in api.requests] == ["sk-old", "sk-new"]
+
+
+def test_a_rejected_key_is_retryable_for_a_running_job_not_a_failure() -> None:
+    store = job_store()
+    api = FakeSyncApi(httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401}))
+    seed(store)
+    with pytest.raises(SyncRetryableError):
+        reconcile(store, api.client(), state(), 1, clock())
+    assert stored(store).status == "PENDING"
+
+
+def test_an_unknown_final_status_is_kept_verbatim_and_never_read_as_ours() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("QUEUED"))  # named like the pipeline's own status
+    seed(store, "PROCESSING")
+    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    job = stored(store)
+    assert (job.status, job.api_status) == ("UNKNOWN", "QUEUED")
+    finalize(store, storage, api.client(), slots(), state())
+    assert storage.documents["outputs/campaign/a.json"]["apiStatus"] == "QUEUED"

@@ -168,7 +168,6 @@ def test_outcome_unknown_keeps_the_generation_id() -> None:
             {"statusCode": 400, "errorCode": "INVALID_IDEMPOTENCY_KEY", "message": "bad key"},
             "400 INVALID_IDEMPOTENCY_KEY: bad key",
         ),
-        (401, {"message": "Unauthorized", "statusCode": 401}, "401: Unauthorized"),
         (
             402,
             {"statusCode": 402, "errorCode": "free_tier_generations_exhausted", "message": "pay"},
@@ -178,11 +177,6 @@ def test_outcome_unknown_keeps_the_generation_id() -> None:
             404,
             {"statusCode": 404, "errorCode": "generation_not_found", "message": "nope"},
             "404 generation_not_found: nope",
-        ),
-        (
-            409,
-            {"statusCode": 409, "errorCode": "generation_conflict", "message": "conflict"},
-            "409 generation_conflict: conflict",
         ),
         (
             413,
@@ -210,6 +204,44 @@ def test_permanent_answers_keep_error_code_and_message(
     assert (error.retryable, error.status_code) == (False, status)
     assert error.error_code == (body.get("errorCode") if isinstance(body, dict) else None)
     assert str(error) == f"POST /v2/generate answered {expected_message}"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (401, {"message": "Unauthorized", "statusCode": 401}, "unauthorized"),
+        (409, {"statusCode": 409, "errorCode": "generation_conflict", "message": "conflict"}, "conflict"),
+        (
+            409,
+            {"statusCode": 409, "errorCode": "IDEMPOTENCY_REQUEST_IN_PROGRESS", "message": "wait"},
+            "conflict",
+        ),
+    ],
+)
+def test_a_401_and_a_409_on_create_are_retryable_not_final(status: int, body: object, reason: str) -> None:
+    # A 409 may mean the first request with this key created the job; a 401 may be a rotated key.
+    with pytest.raises(SyncRetryableError) as caught:
+        client_with(answer(status, body)).create_generation(REQUEST, idempotency_key="k")
+    assert caught.value.reason == reason
+    assert caught.value.outcome_uncertain is (reason == "conflict")
+
+
+def test_a_401_on_a_read_re_reads_the_key_once_and_retries_with_the_new_one() -> None:
+    keys = ["sk-old"]
+    seen: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["x-api-key"])
+        if request.headers["x-api-key"] == "sk-old":
+            return httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401})
+        return httpx.Response(200, json={"id": "g", "status": "PROCESSING"})
+
+    client = SyncClient(
+        "https://api.sync.example", lambda fresh=False: keys[-1], transport=httpx.MockTransport(api)
+    )
+    keys.append("sk-new")
+    assert client.get_generation("g").status == "PROCESSING"
+    assert seen == ["sk-old", "sk-new"]
 
 
 def test_timeouts_and_connection_errors_are_retryable() -> None:

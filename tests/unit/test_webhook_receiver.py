@@ -1,4 +1,4 @@
-"""WebhookReceiver: authenticate, record forward-only, wake the execution."""
+"""WebhookReceiver: authenticate, record the signal, wake the execution; never set a status."""
 
 import copy
 import json
@@ -10,7 +10,8 @@ import pytest
 from lipsync.jobs import Job
 from lipsync.webhook_auth import job_token, sign
 from lipsync.webhooks import MAX_BODY_BYTES, WebhookReceiver, WebhookRejectedError, parse_signing_secrets
-from tests.fakes import FakeJobStore, FakeWorkflow
+from tests.fakes import FakeWorkflow
+from tests.tables import SeededStore, make_tables
 
 TOKEN_KEY = "stack-token-key"
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -20,7 +21,7 @@ PREVIOUS = "whsec_previous"
 AT = "2026-11-25T00:00:00.000Z"
 
 
-def seed(store: FakeJobStore, *, job_id: str = JOB_ID, status: str = "PENDING", **extra: Any) -> Job:
+def seed(store: SeededStore, *, job_id: str = JOB_ID, status: str = "PENDING", **extra: Any) -> Job:
     return store.put(
         Job.model_validate(
             {
@@ -33,16 +34,14 @@ def seed(store: FakeJobStore, *, job_id: str = JOB_ID, status: str = "PENDING", 
                 "generationId": "gen-1",
                 "createdAt": AT,
                 "updatedAt": AT,
-                "history": [{"status": status, "source": "submit", "at": AT}],
+                "history": [{"status": status, "source": "dispatch", "at": AT}],
             }
             | extra
         )
     )
 
 
-def receiver(
-    store: FakeJobStore, workflow: FakeWorkflow, secrets: list[str] | None = None
-) -> WebhookReceiver:
+def receiver(store: SeededStore, workflow: FakeWorkflow, secrets: list[str] | None = None) -> WebhookReceiver:
     return WebhookReceiver(store, workflow, lambda: TOKEN_KEY, lambda: list(secrets or []))
 
 
@@ -60,8 +59,8 @@ def rejected(call: Any) -> WebhookRejectedError:
     return caught.value
 
 
-def test_a_forward_status_is_applied_with_source_webhook() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+def test_a_delivery_is_recorded_as_a_signal_and_changes_no_status() -> None:
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("PROCESSING"))
     assert (result.applied, result.status, result.woke_workflow, result.signed_form) == (
@@ -72,43 +71,22 @@ def test_a_forward_status_is_applied_with_source_webhook() -> None:
     )
     job = store.get(JOB_ID)
     assert job is not None
-    assert job.status == "PROCESSING"
-    assert [(entry.status, entry.source) for entry in job.history] == [
-        ("PENDING", "submit"),
-        ("PROCESSING", "webhook"),
-    ]
-    assert job.webhook_status is None  # only terminal deliveries are the arm task's signal
-    assert "lastWebhookAt" in store.items[JOB_ID]
+    assert job.status == "PENDING"  # only sync.so's answers to our own calls move it
+    assert [(entry.status, entry.source) for entry in job.history] == [("PENDING", "dispatch")]
+    assert (job.webhook_status, job.webhook_generation_id) == ("PROCESSING", "gen-1")
+    assert job.last_webhook_at is not None
 
 
-def test_status_is_read_case_insensitively() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store)
-    assert receiver(store, workflow).receive(JOB_ID, token(), None, payload("processing")).applied
-    assert store.items[JOB_ID]["status"] == "PROCESSING"
-
-
-def test_a_duplicate_delivery_changes_nothing() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store)
-    hooks = receiver(store, workflow)
-    assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
-    before = copy.deepcopy(store.items)
-    again = hooks.receive(JOB_ID, token(), None, payload("PROCESSING"))
-    assert (again.applied, again.woke_workflow) == (False, False)
-    assert store.items == before
-
-
-def test_an_out_of_order_delivery_changes_nothing() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store)
-    hooks = receiver(store, workflow)
-    assert hooks.receive(JOB_ID, token(), None, payload("COMPLETED")).applied
-    before = copy.deepcopy(store.items)
-    for late in ("PROCESSING", "PENDING", "FAILED", "COMPLETED"):
-        assert not hooks.receive(JOB_ID, token(), None, payload(late)).applied
-    assert store.items == before
-    assert store.items[JOB_ID]["status"] == "COMPLETED"
+def test_a_lying_failed_webhook_sets_neither_status_nor_error() -> None:
+    store, workflow = make_tables()[0], FakeWorkflow()
+    seed(store, taskToken=workflow.wait("task-token-1"))
+    body = payload("FAILED", error="No face was detected.", error_code="generation_face_not_detected")
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, body)
+    assert result.woke_workflow  # the execution wakes and asks sync.so, whose GET decides
+    job = store.get(JOB_ID)
+    assert job is not None
+    assert (job.status, job.error) == ("PENDING", None)
+    assert workflow.wakes == [("task-token-1", {"webhookStatus": "FAILED"})]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +100,7 @@ def test_an_out_of_order_delivery_changes_nothing() -> None:
     ],
 )
 def test_token_checks(given: str | None, code: int) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     before = copy.deepcopy(store.items)
     error = rejected(lambda: receiver(store, workflow).receive(JOB_ID, given, None, payload("COMPLETED")))
@@ -147,7 +125,7 @@ def signed(body: bytes, secret: str = CURRENT, at: float | None = None) -> str:
     ids=["missing", "empty", "malformed", "wrong-secret", "other-body", "stale"],
 )
 def test_with_signing_secrets_a_bad_signature_is_401(header: str | None) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     before = copy.deepcopy(store.items)
     hooks = receiver(store, workflow, [CURRENT, PREVIOUS])
@@ -158,7 +136,7 @@ def test_with_signing_secrets_a_bad_signature_is_401(header: str | None) -> None
 
 @pytest.mark.parametrize("secret", [CURRENT, PREVIOUS])
 def test_the_current_and_the_previous_secret_are_accepted(secret: str) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     body = payload("PROCESSING")
     result = receiver(store, workflow, [CURRENT, PREVIOUS]).receive(
@@ -167,11 +145,11 @@ def test_the_current_and_the_previous_secret_are_accepted(secret: str) -> None:
     assert (result.applied, result.signed_form) == (True, "raw")
     job = store.get(JOB_ID)
     assert job is not None
-    assert job.history[-1].detail == "signature: raw"
+    assert job.webhook_signature == "raw"  # which signed form matched, for whoever debugs signing
 
 
 def test_a_valid_signature_does_not_replace_the_token() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     body = payload("COMPLETED")
     hooks = receiver(store, workflow, [CURRENT])
@@ -181,14 +159,14 @@ def test_a_valid_signature_does_not_replace_the_token() -> None:
 
 @pytest.mark.parametrize("secrets", [[], ["", ""], [""]])
 def test_without_signing_secrets_the_token_alone_suffices(secrets: list[str]) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     result = receiver(store, workflow, secrets).receive(JOB_ID, token(), None, payload("PROCESSING"))
     assert result.applied
 
 
 def test_an_oversized_body_is_413_before_anything_else() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     body = b" " * (MAX_BODY_BYTES + 1)
     assert rejected(lambda: receiver(store, workflow).receive(JOB_ID, None, None, body)).status_code == 413
@@ -209,7 +187,7 @@ def test_an_oversized_body_is_413_before_anything_else() -> None:
     ],
 )
 def test_bodies_that_are_not_a_generation_are_400(body: bytes, reason: str) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     error = rejected(lambda: receiver(store, workflow).receive(JOB_ID, token(), None, body))
     assert error.status_code == 400
@@ -217,7 +195,7 @@ def test_bodies_that_are_not_a_generation_are_400(body: bytes, reason: str) -> N
 
 
 def test_an_unknown_job_is_404() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     error = rejected(
         lambda: receiver(store, workflow).receive(
@@ -229,7 +207,7 @@ def test_an_unknown_job_is_404() -> None:
 
 
 def test_another_generation_is_409() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     before = copy.deepcopy(store.items)
     error = rejected(
@@ -239,32 +217,34 @@ def test_another_generation_is_409() -> None:
     assert store.items == before
 
 
-def test_a_job_without_a_generation_id_learns_it_from_the_webhook() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+def test_a_webhook_for_a_queued_job_changes_nothing_but_the_signal() -> None:
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store, status="QUEUED", generationId=None)
-    assert receiver(store, workflow).receive(JOB_ID, token(), None, payload("PENDING", "gen-5")).applied
+    result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED", "gen-5"))
+    assert (result.applied, result.woke_workflow) == (False, False)
     job = store.get(JOB_ID)
     assert job is not None
-    assert (job.status, job.generation_id) == ("PENDING", "gen-5")
+    assert (job.status, job.generation_id, job.error) == ("QUEUED", None, None)
+    assert (job.webhook_status, job.webhook_generation_id) == ("COMPLETED", "gen-5")
 
 
 @pytest.mark.parametrize("status", ["COMPLETED", "FAILED", "REJECTED", "CANCELED"])
 def test_a_terminal_webhook_wakes_the_waiting_workflow(status: str) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store, taskToken=workflow.wait("task-token-1"))
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload(status))
     assert (result.applied, result.woke_workflow) == (True, True)
-    assert workflow.wakes == [("task-token-1", {"status": status, "source": "webhook"})]
+    assert workflow.wakes == [("task-token-1", {"webhookStatus": status})]
     job = store.get(JOB_ID)
     assert job is not None
-    assert (job.status, job.webhook_status) == (status, status)
-    # A duplicate does not wake again.
+    assert (job.status, job.webhook_status) == ("PENDING", status)
+    # A duplicate does not wake again: the wait is over.
     assert not receiver(store, workflow).receive(JOB_ID, token(), None, payload(status)).woke_workflow
-    assert len(workflow.wakes) == 1
+    assert workflow.waiting == set()
 
 
 def test_without_a_task_token_there_is_no_wake_but_the_signal_is_recorded() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED"))
     assert (result.applied, result.woke_workflow) == (True, False)
@@ -273,7 +253,7 @@ def test_without_a_task_token_there_is_no_wake_but_the_signal_is_recorded() -> N
 
 
 def test_a_wait_that_is_already_over_reports_no_wake() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store, taskToken="timed-out-token")  # not waiting any more
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED"))
     assert (result.applied, result.woke_workflow) == (True, False)
@@ -281,41 +261,16 @@ def test_a_wait_that_is_already_over_reports_no_wake() -> None:
 
 
 def test_a_non_terminal_webhook_does_not_wake() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store, taskToken=workflow.wait("task-token-1"))
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("PROCESSING"))
     assert (result.applied, result.woke_workflow) == (True, False)
     assert workflow.wakes == []
 
 
-def test_a_failed_webhook_keeps_the_error_code_and_message() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store)
-    body = payload("FAILED", error="No face was detected.", error_code="generation_face_not_detected")
-    assert receiver(store, workflow).receive(JOB_ID, token(), None, body).applied
-    job = store.get(JOB_ID)
-    assert job is not None
-    assert job.error is not None
-    assert (job.error.code, job.error.message) == ("generation_face_not_detected", "No face was detected.")
-
-
-def test_an_error_code_alone_is_its_own_message() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
-    seed(store)
-    assert (
-        receiver(store, workflow)
-        .receive(JOB_ID, token(), None, payload("FAILED", error_code="x_failed"))
-        .applied
-    )
-    job = store.get(JOB_ID)
-    assert job is not None
-    assert job.error is not None
-    assert (job.error.code, job.error.message) == ("x_failed", "x_failed")
-
-
 @pytest.mark.parametrize("field", ["outputUrl", "outputMediaUrl"])
 def test_a_webhooks_output_url_is_never_stored(field: str) -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     body = payload("COMPLETED", **{field: "https://evil.example/out.mp4"})
     assert receiver(store, workflow).receive(JOB_ID, token(), None, body).applied
@@ -344,7 +299,7 @@ def test_parse_signing_secrets(value: str, expected: list[str]) -> None:
 
 
 def test_empty_signing_secret_values_mean_no_signing() -> None:
-    store, workflow = FakeJobStore(), FakeWorkflow()
+    store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     hooks = WebhookReceiver(
         store, workflow, lambda: TOKEN_KEY, lambda: parse_signing_secrets('{"current": "", "previous": ""}')

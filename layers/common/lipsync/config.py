@@ -4,7 +4,7 @@ and secrets read from Secrets Manager through Powertools Parameters (cached)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json
@@ -40,15 +40,37 @@ class LifecycleTimings(BaseModel):
     max_job_seconds: int = Field(validation_alias="MAX_JOB_SECONDS", ge=1)
 
 
-class SubmitSettings(SyncApiSettings):
+class PlanningSettings(EnvSettings):
+    default_model: str = Field(validation_alias="DEFAULT_MODEL", min_length=1)
+    default_options: Json[dict[str, Any]] = Field(validation_alias="DEFAULT_OPTIONS")
+
+
+class QueueSettings(StoreSettings):
+    """Where the job queue and the plan's slots live, and how to wake the dispatcher."""
+
+    admission_table: str = Field(validation_alias="ADMISSION_TABLE", min_length=1)
+    dispatch_queue_url: str = Field(validation_alias="DISPATCH_QUEUE_URL", min_length=1)
+
+
+class IntakeSettings(PlanningSettings, QueueSettings):
+    media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
+    job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
+
+
+class PlanLimits(BaseModel):
+    """The user's sync.so plan, as this stack may use it."""
+
+    concurrency: int = Field(validation_alias="SYNC_PLAN_CONCURRENCY", ge=1)
+    creates_per_minute: int = Field(60, validation_alias="CREATE_RATE_PER_MINUTE", ge=1)
+    transient_retries: int = Field(1, validation_alias="TRANSIENT_FAILURE_RETRIES", ge=0, le=5)
+
+
+class DispatchSettings(SyncApiSettings, QueueSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
     webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
     webhook_base_url: str = Field(validation_alias="WEBHOOK_BASE_URL", pattern=r"^https?://")
-    default_model: str = Field(validation_alias="DEFAULT_MODEL", min_length=1)
-    default_options: Json[dict[str, Any]] = Field(validation_alias="DEFAULT_OPTIONS")
-    presigned_url_seconds: int = Field(validation_alias="PRESIGNED_URL_SECONDS", ge=60, le=604800)
+    presigned_url_seconds: int = Field(validation_alias="PRESIGNED_URL_SECONDS", ge=10, le=604800)
     state_machine_arn: str = Field(validation_alias="STATE_MACHINE_ARN", min_length=1)
-    job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
 
 
 class WebhookSettings(StoreSettings):
@@ -56,13 +78,22 @@ class WebhookSettings(StoreSettings):
     webhook_signing_secrets: str = Field(validation_alias="WEBHOOK_SIGNING_SECRETS", min_length=1)
 
 
-class FinalizeSettings(SyncApiSettings):
+class FinalizeSettings(SyncApiSettings, QueueSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
 
 
-def read_secret(name: str) -> str:
-    """A secret's string value, cached for a few minutes (rotation: see the two-secret webhook setup)."""
+def read_secret(name: str, *, fresh: bool = False) -> str:
+    """A secret's string value, cached for a few minutes; `fresh` skips the cache (after a 401)."""
     from aws_lambda_powertools.utilities import parameters  # only the paths that need secrets pay for it
 
-    value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS)
+    value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS, force_fetch=fresh)
     return value if isinstance(value, str) else value.decode()
+
+
+def secret_reader(name: str) -> Callable[[bool], str]:
+    """`read_secret` for one secret, as the sync client's key provider."""
+
+    def provide(fresh: bool = False) -> str:
+        return read_secret(name, fresh=fresh)
+
+    return provide

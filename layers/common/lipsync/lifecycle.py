@@ -1,38 +1,90 @@
-"""The tasks of the JobLifecycle state machine: reconcile (poll) and finalize (confirm, copy, write
-out). Arming the webhook wait is in lipsync.webhooks.
+"""The tasks of the JobLifecycle state machine (one execution per generation): reconcile (poll),
+finalize (confirm, free the slot, copy the output, write the document) and stop (any other end
+of an execution). Arming the webhook wait is in lipsync.webhooks.
 
-Each one is idempotent: Step Functions may run any of them again after a failure.
+A job's status, error and generation come only from sync.so's answers to our own calls: every
+final status here is read with `GET /v2/generate/{id}`. Each task is idempotent (Step Functions
+may run any of them again) and every one of them ends: deadlines and attempt budgets bound them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipsync.admission import free_slot
 from lipsync.documents import write_job_document
-from lipsync.jobs import Job, JobError, JobStatus, utc_now
+from lipsync.job_store import QUEUE_PARTITION, Update
+from lipsync.jobs import (
+    IN_FLIGHT,
+    Job,
+    JobError,
+    JobStatus,
+    is_final,
+    status_from_api,
+    utc_now,
+)
 from lipsync.models import Generation
 from lipsync.sync_client import SyncPermanentError, SyncRetryableError
 
 if TYPE_CHECKING:
+    from lipsync.admission import Admission
     from lipsync.job_store import JobStore
+    from lipsync.kicks import Kicker
     from lipsync.storage import Storage
     from lipsync.sync_client import SyncClient
 
 OUTPUT_CONTENT_TYPE = "video/mp4"
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+MAX_POLLS = 2000  # far beyond any schedule within MaxJobSeconds; a bound for the loop all the same
+TRANSIENT_PREFIXES = ("generation_infra_", "controller_")
+TRANSIENT_CODES = frozenset(
+    {
+        "generation_pipeline_failed",
+        "generation_timeout",
+        "generation_unknown_error",
+        "generation_media_probe_timeout",
+    }
+)
+
+
+def is_transient_failure(generation: Generation) -> bool:
+    """A FAILED generation worth one more try (sync-api.md §8.3); a missing code counts."""
+    if status_from_api(generation.status) != JobStatus.FAILED:
+        return False
+    code = generation.error_code
+    return code is None or code in TRANSIENT_CODES or code.startswith(TRANSIENT_PREFIXES)
 
 
 class JobNotFoundError(LookupError):
     pass
+
+
+class GenerationNotFinished(Exception):
+    """A webhook said the generation ended, but sync.so's GET says it has not: poll instead."""
+
+
+class OutputUnavailableError(RuntimeError):
+    """The output could not be fetched (retried by the state machine until the deadline)."""
+
+
+@dataclass
+class Slots:
+    """What the lifecycle needs of admission control: free a slot, put a job back in line."""
+
+    admission: Admission
+    kicker: Kicker
+    transient_retries: int = 1
 
 
 def _load(store: JobStore, job_id: str) -> Job:
@@ -40,6 +92,61 @@ def _load(store: JobStore, job_id: str) -> Job:
     if job is None:
         raise JobNotFoundError(f"job {job_id} does not exist")
     return job
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+# ---------------------------------------------------------------------------- recording GETs
+
+
+Source = Literal["webhook", "poll", "finalize", "workflow"]
+
+
+def record_generation(store: JobStore, job: Job, generation: Generation, source: Source, retries: int) -> Job:
+    """Record what an authoritative GET said. A final answer finishes the job, except a transient
+    failure with a retry left: that one is confirmed (`apiStatus`, `confirmedAt`) but left for
+    `finalize` to send again."""
+    details: dict[str, Any] = {"apiStatus": generation.status}
+    if generation.output_url:
+        details["outputUrl"] = generation.output_url
+    if generation.output_duration is not None:
+        details["outputDuration"] = generation.output_duration
+    if error := JobError.from_generation(generation):
+        details["error"] = error.stored()
+    if not generation.is_terminal:
+        return store.advance(job.job_id, status_from_api(generation.status), source, fields=details) or (
+            store.set_fields(job.job_id, details)
+        )
+    details["confirmedAt"] = utc_now()
+    details["generations"] = _ledger(job, generation)
+    if job.resubmissions < retries and is_transient_failure(generation):
+        return store.set_fields(job.job_id, details)
+    finished = {
+        "finishedAt": utc_now(),
+        "finishedBy": "webhook" if source in ("webhook", "finalize") else "polling",
+    }
+    ended = store.advance(job.job_id, status_from_api(generation.status), source, fields=details | finished)
+    return ended or store.set_fields(job.job_id, details)
+
+
+def _ledger(job: Job, generation: Generation) -> list[dict[str, Any]]:
+    """The paid generations, with this one's final answer filled in."""
+    entries = []
+    for paid in job.generations:
+        if paid.generation_id == generation.id:
+            paid = paid.model_copy(
+                update={
+                    "api_status": generation.status,
+                    "error_code": generation.error_code,
+                    "finished_at": utc_now(),
+                }
+            )
+        entries.append(paid.model_dump(by_alias=True, exclude_none=True))
+    return entries
 
 
 # ---------------------------------------------------------------------------- reconcile
@@ -60,8 +167,8 @@ class PollSchedule(BaseModel):
         return max(1, math.ceil(min(interval, remaining)))
 
 
-class ReconcileState(BaseModel):
-    """The part of the execution state the reconcile task reads."""
+class ExecutionState(BaseModel):
+    """The part of the execution state the tasks read."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
@@ -75,147 +182,152 @@ class ReconcileState(BaseModel):
         return int(self.reconcile.get("attempt", 0))
 
 
-class GenerationNotFinished(Exception):
-    """A webhook said the generation ended, but sync.so's GET says it has not: poll instead."""
+def _poll_answer(status: str, terminal: bool, attempt: int, wait: int = 0) -> dict[str, Any]:
+    return {"status": status, "terminal": terminal, "attempt": attempt, "nextWaitSeconds": wait}
 
 
 def reconcile(
-    store: JobStore, sync: SyncClient, state: ReconcileState, now: Callable[[], datetime] | None = None
+    store: JobStore,
+    sync: SyncClient,
+    state: ExecutionState,
+    retries: int,
+    now: Callable[[], datetime] | None = None,
 ) -> dict[str, Any]:
     """Poll: GET the generation (the authority), record what it says, and say when to look again."""
     clock = now or (lambda: datetime.now(UTC))
+    job = _load(store, state.job_id)
+    if job.generation_id != state.generation_id or job.confirmed_at:
+        # Already settled (or the job moved on to another generation): let finalize wrap up.
+        return _poll_answer(job.status, True, state.attempt)
+    past_deadline = clock() >= state.poll.deadline or state.attempt >= MAX_POLLS
     try:
         generation = sync.get_generation(state.generation_id)
     except SyncRetryableError:
-        if clock() >= state.poll.deadline:
-            return _time_out(store, state)
-        raise  # the state machine's Retry backs off
-    except SyncPermanentError as error:
-        _finish(store, state.job_id, JobStatus.FAILED, "poll", {"error": JobError.from_api(error).stored()})
-        return {"status": JobStatus.FAILED, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
-    _record(store, state.job_id, generation, "poll")
+        if past_deadline:
+            return _time_out(store, job, state)
+        raise  # the state machine's Retry backs off (a 401 after a key rotation lands here too)
+    except SyncPermanentError as error:  # e.g. 404: sync.so says there is no such generation
+        store.advance(
+            job.job_id, JobStatus.FAILED, "poll", fields={"error": JobError.from_api(error).stored()}
+        )
+        return _poll_answer(JobStatus.FAILED, True, state.attempt)
+    recorded = record_generation(store, job, generation, "poll", retries)
     if generation.is_terminal:
-        return {"status": generation.status, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
-    if clock() >= state.poll.deadline:
-        return _time_out(store, state)
-    return {
-        "status": generation.status,
-        "terminal": False,
-        "attempt": state.attempt + 1,
-        "nextWaitSeconds": state.poll.wait_after(state.attempt, clock()),
-    }
+        return _poll_answer(recorded.status, True, state.attempt)
+    if past_deadline:
+        return _time_out(store, recorded, state)
+    return _poll_answer(
+        recorded.status, False, state.attempt + 1, state.poll.wait_after(state.attempt, clock())
+    )
 
 
-def _record(
-    store: JobStore, job_id: str, generation: Generation, source: Literal["webhook", "poll"]
-) -> Job | None:
-    """Record what an authoritative GET said; a terminal status finishes the job (returned)."""
-    details: dict[str, Any] = {}
-    if generation.output_url:
-        details["outputUrl"] = generation.output_url
-    if generation.output_duration is not None:
-        details["outputDuration"] = generation.output_duration
-    if error := JobError.from_generation(generation):
-        details["error"] = error.stored()
-    if generation.is_terminal:
-        return _finish(store, job_id, generation.status, source, details)
-    if store.advance(job_id, generation.status, source, fields=details) is None and details:
-        store.set_fields(job_id, details)
-    return None
-
-
-def _finish(
-    store: JobStore, job_id: str, status: str, source: Literal["webhook", "poll"], details: dict[str, Any]
-) -> Job:
-    """Record a confirmed final status. If a webhook recorded it first, still keep what the GET said."""
-    confirmed = details | {"confirmedAt": utc_now()}
-    finished = {"finishedAt": utc_now(), "finishedBy": "webhook" if source == "webhook" else "polling"}
-    job = store.advance(job_id, status, source, fields=confirmed | finished)
-    if job is None:
-        job = store.set_fields(job_id, confirmed)
-        if job.finished_by is None:
-            job = store.set_fields(job_id, finished)
-    return job
-
-
-def _time_out(store: JobStore, state: ReconcileState) -> dict[str, Any]:
+def _time_out(store: JobStore, job: Job, state: ExecutionState) -> dict[str, Any]:
     error = JobError(
         code="job_timed_out", message=f"no final status from sync.so by {state.poll.deadline.isoformat()}"
     )
-    _finish(store, state.job_id, JobStatus.TIMED_OUT, "poll", {"error": error.stored()})
-    return {"status": JobStatus.TIMED_OUT, "terminal": True, "attempt": state.attempt, "nextWaitSeconds": 0}
-
-
-def _confirm(store: JobStore, sync: SyncClient, job: Job) -> Job:
-    """After a webhook: the GET that confirms it. Raises GenerationNotFinished if it was premature."""
-    assert job.generation_id
-    try:
-        generation = sync.get_generation(job.generation_id)
-    except SyncPermanentError as error:
-        return _finish(
-            store, job.job_id, JobStatus.FAILED, "webhook", {"error": JobError.from_api(error).stored()}
-        )
-    finished = _record(store, job.job_id, generation, "webhook")
-    if finished is None:
-        raise GenerationNotFinished(f"the webhook said the job ended; sync.so says {generation.status}")
-    return finished
+    fields = {
+        "error": error.stored(),
+        "finishedAt": utc_now(),
+        "finishedBy": "polling",
+        "confirmedAt": utc_now(),
+    }
+    store.advance(job.job_id, JobStatus.TIMED_OUT, "poll", fields=fields)
+    return _poll_answer(JobStatus.TIMED_OUT, True, state.attempt)
 
 
 # ---------------------------------------------------------------------------- finalize
-
-
-class OutputUnavailableError(RuntimeError):
-    """The output could not be fetched (retried by the state machine)."""
 
 
 def finalize(
     store: JobStore,
     storage: Storage,
     sync: SyncClient,
-    job_id: str,
-    workflow_error: dict[str, Any] | None = None,
+    slots: Slots,
+    state: ExecutionState,
     http: httpx.Client | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> dict[str, Any]:
-    """Confirm the status if a webhook reported it, copy a COMPLETED job's output into outputs/,
-    and write outputs/<name>.json; any other end is recorded and written out the same way."""
-    job = _load(store, job_id)
-    if workflow_error:
-        # Record what went wrong; a job sync.so completed stays COMPLETED, without an output copy.
-        error = JobError(
-            code=str(workflow_error.get("Error") or "workflow_error"),
-            message="the job's workflow failed: " + _cause_text(workflow_error.get("Cause")),
-        ).stored()
-        failed = store.advance(
-            job_id, JobStatus.FAILED, "finalize", fields={"error": error, "finishedAt": utc_now()}
-        )
-        if failed:
-            job = failed
-        elif job.error is None:  # keep the error that ended the job, if it has one
-            job = store.set_fields(job_id, {"error": error})
-    else:
-        if job.confirmed_at is None:  # woken by a webhook: confirm it first (polling already did)
-            job = _confirm(store, sync, job)
-        if job.status == JobStatus.COMPLETED and not job.output_checksum:
-            with http or httpx.Client(timeout=DOWNLOAD_TIMEOUT) as client:
+    """Confirm the end with a GET (if polling has not), free the slot, send a transient failure
+    again or copy a COMPLETED output into outputs/, and write outputs/<name>.json."""
+    clock = now or (lambda: datetime.now(UTC))
+    job = _load(store, state.job_id)
+    if job.generation_id != state.generation_id:
+        return {"status": job.status, "outputKey": None}  # an old execution: the job has moved on
+    if job.confirmed_at is None:
+        job = _confirm(store, sync, job, slots.transient_retries)
+    if not is_final(job.status):
+        return _resubmit(store, slots, job)
+    free_slot(slots.admission, slots.kicker, job, duration=_seconds(job.submitted_at, job.confirmed_at))
+    if job.status == JobStatus.COMPLETED and not job.output_checksum:
+        try:
+            with http or httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as client:
                 job = _copy_output(store, storage, sync, job, client)
+        except (OutputUnavailableError, SyncRetryableError, httpx.HTTPError) as error:
+            if clock() < state.poll.deadline:
+                raise  # Retry, then polling, bring us back here until the deadline
+            failure = JobError(code="output_copy_failed", message=f"the output could not be copied: {error}")
+            job = store.set_fields(job.job_id, {"error": failure.stored()})
+    return _write_out(store, storage, job)
+
+
+def _confirm(store: JobStore, sync: SyncClient, job: Job, retries: int) -> Job:
+    """After a webhook: the GET that decides. Raises GenerationNotFinished if it was premature."""
+    if job.generation_id is None:
+        raise GenerationNotFinished("the job has no generation yet")
+    try:
+        generation = sync.get_generation(job.generation_id)
+    except SyncPermanentError as error:
+        return store.advance(
+            job.job_id, JobStatus.FAILED, "finalize", fields={"error": JobError.from_api(error).stored()}
+        ) or _load(store, job.job_id)
+    recorded = record_generation(store, job, generation, "finalize", retries)
+    if not generation.is_terminal:
+        raise GenerationNotFinished(f"a webhook said the job ended; sync.so says {generation.status}")
+    return recorded
+
+
+def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
+    """A confirmed transient failure: back to the front of the line for one more generation (a new
+    key and freshly presigned inputs at dispatch), the slot freed in the same transaction."""
+    update = Update(
+        job.job_id,
+        set={"queue": QUEUE_PARTITION, "resubmissions": job.resubmissions + 1},
+        remove=(
+            "generationId",
+            "idempotencyKey",
+            "requestBody",
+            "confirmedAt",
+            "taskToken",
+            "outputUrl",
+            "webhookStatus",
+            "webhookGenerationId",
+            "slot",
+        ),
+        condition="generationId = :generation AND statusRank < :final",
+        values={":generation": job.generation_id, ":final": 90},
+    ).to_status(
+        JobStatus.QUEUED, "finalize", detail=f"transient {job.error.code if job.error else 'failure'}"
+    )
+    if job.slot is not None:
+        slots.admission.release(
+            job.slot, job.job_id, job=update, duration=_seconds(job.submitted_at, job.confirmed_at)
+        )
+    else:
+        store.apply(update)
+    slots.kicker.kick(0, "resubmitted")
+    return {"status": JobStatus.QUEUED, "outputKey": None}
+
+
+def _write_out(store: JobStore, storage: Storage, job: Job) -> dict[str, Any]:
     if not job.finalized_at:
         write_job_document(storage, job)
-        job = store.set_fields(job_id, {"finalizedAt": utc_now()})
+        job = store.set_fields(job.job_id, {"finalizedAt": utc_now()})
     return {"status": job.status, "outputKey": job.output_key if job.output_checksum else None}
 
 
-def _cause_text(cause: Any) -> str:
-    """A Lambda failure's Cause is its error payload as JSON: keep the message, not the stack trace."""
-    try:
-        payload = json.loads(cause)
-    except (TypeError, ValueError):
-        return str(cause or "")[:500]
-    return str(payload.get("errorMessage", payload) if isinstance(payload, dict) else payload)[:500]
-
-
 def _copy_output(store: JobStore, storage: Storage, sync: SyncClient, job: Job, http: httpx.Client) -> Job:
-    assert job.generation_id
-    assert job.output_key
+    if not (job.generation_id and job.output_key):
+        raise OutputUnavailableError(f"job {job.job_id} has no generation or output key to copy")
     with tempfile.TemporaryFile() as spool:
         checksum = hashlib.sha256()
         if not _download(http, job.output_url, spool, checksum):
@@ -263,3 +375,54 @@ def _download(http: httpx.Client, url: str | None, sink: Any, checksum: Any) -> 
             checksum.update(chunk)
             sink.write(chunk)
     return True
+
+
+# ---------------------------------------------------------------------------- any other end
+
+
+def stop(
+    store: JobStore,
+    storage: Storage,
+    sync: SyncClient,
+    slots: Slots,
+    job_id: str,
+    generation_id: str | None,
+    error: JobError,
+) -> dict[str, Any]:
+    """An execution ended without finalizing (a task failed for good, or the execution failed, timed
+    out or was aborted): settle the job from a GET if sync.so has finished it, else mark it STOPPED
+    (we no longer follow it); then free the slot and write the document. Idempotent."""
+    job = store.get(job_id)
+    if job is None or (generation_id and job.generation_id != generation_id):
+        return {"status": job.status if job else None, "outputKey": None}  # nothing of this execution's
+    if job.generation_id and not is_final(job.status):
+        # If sync.so cannot tell us now, the job stops with the workflow's error.
+        with contextlib.suppress(SyncRetryableError, SyncPermanentError):
+            job = record_generation(store, job, sync.get_generation(job.generation_id), "workflow", 0)
+    if job.status in IN_FLIGHT:
+        fields = {"error": error.stored(), "finishedAt": utc_now(), "finishedBy": "workflow"}
+        job = store.advance(
+            job.job_id, JobStatus.STOPPED, "workflow", fields=fields, detail=error.code
+        ) or _load(store, job_id)
+    elif job.status == JobStatus.COMPLETED and not job.output_checksum and job.error is None:
+        note = JobError(code="output_copy_failed", message=f"the output was not copied: {error.message}")
+        job = store.set_fields(job.job_id, {"error": note.stored()})
+    free_slot(slots.admission, slots.kicker, job)
+    return _write_out(store, storage, job)
+
+
+def workflow_error(error: str | None, cause: Any) -> JobError:
+    """A Step Functions error and cause as the job's error (the message, not the stack trace)."""
+    return JobError(
+        code=f"workflow_{(error or 'failed').lower()}",
+        message="the job's workflow failed: " + _cause_text(cause),
+    )
+
+
+def _cause_text(cause: Any) -> str:
+    """A Lambda failure's Cause is its error payload as JSON: keep the message, not the stack trace."""
+    try:
+        payload = json.loads(cause)
+    except (TypeError, ValueError):
+        return str(cause or "")[:500]
+    return str(payload.get("errorMessage", payload) if isinstance(payload, dict) else payload)[:500]

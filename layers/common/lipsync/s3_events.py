@@ -33,6 +33,7 @@ class _S3Entity(_Lenient):
 
 class _S3Record(_Lenient):
     event_name: str = Field(alias="eventName")
+    event_time: str | None = Field(default=None, alias="eventTime")
     s3: _S3Entity
 
 
@@ -48,6 +49,7 @@ class ObjectCreated(BaseModel):
     key: str
     version_id: str | None = None
     etag: str | None = None
+    event_time: str | None = None  # when S3 says the object was created (ISO 8601): arrival order
 
 
 def created_objects(message_body: str) -> list[ObjectCreated]:
@@ -60,6 +62,7 @@ def created_objects(message_body: str) -> list[ObjectCreated]:
             key=unquote_plus(record.s3.object.key),
             version_id=record.s3.object.version_id,
             etag=(record.s3.object.etag or "").strip('"') or None,
+            event_time=record.event_time,
         )
         for record in notification.records
         if record.event_name.startswith("ObjectCreated:")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pydantic import BaseModel
@@ -18,6 +19,7 @@ class ObjectInfo(BaseModel):
     version_id: str | None = None
     etag: str | None = None
     size: int = 0
+    last_modified: str | None = None  # ISO 8601, UTC
 
 
 class Storage(Protocol):
@@ -42,6 +44,12 @@ class Storage(Protocol):
 
 class TooLargeError(ValueError):
     pass
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class S3Storage:
@@ -75,6 +83,7 @@ class S3Storage:
             version_id=answer.get("VersionId"),
             etag=answer.get("ETag", "").strip('"') or None,
             size=answer.get("ContentLength", 0),
+            last_modified=_iso(answer.get("LastModified")),
         )
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:

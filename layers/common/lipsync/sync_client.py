@@ -8,8 +8,9 @@ are what Step Functions `Retry`/`Catch` match on, so keep them stable.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import httpx
@@ -17,11 +18,25 @@ from pydantic import ValidationError
 
 from lipsync.models import ApiErrorBody, GenerateRequest, Generation
 
-RetryReason = Literal["rate_limit", "concurrency", "server", "outcome_unknown", "timeout", "connection"]
+RetryReason = Literal[
+    "rate_limit",
+    "concurrency",
+    "server",
+    "outcome_unknown",
+    "conflict",
+    "timeout",
+    "connection",
+    "unauthorized",
+]
+KeyProvider = Callable[[bool], str]  # fresh=True skips any cache (after a 401)
 
 # Well below the shortest Lambda timeout that calls sync.so (10 s).
 DEFAULT_TIMEOUT = httpx.Timeout(8.0, connect=3.0)
 WAIT_MARGIN_SECONDS = 3.0
+# 409s that say for certain nothing was (or will be) created; any other 409 may hide a create.
+PERMANENT_CONFLICTS = frozenset(
+    {"generation_not_deletable_while_processing", "generation_not_completed", "idempotency_key_reused"},
+)
 
 
 class SyncApiError(Exception):
@@ -47,17 +62,26 @@ class SyncApiError(Exception):
 
 
 class SyncRetryableError(SyncApiError):
-    """Try again later (same Idempotency-Key): 429, 5xx, timeouts, connection errors."""
+    """Try again later: 429, 409 idempotency conflicts, 5xx, timeouts, connection errors, and a 401
+    (the key can be rotated; running jobs must not fail for it)."""
 
     retryable = True
 
-    def __init__(self, message: str, *, reason: RetryReason, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, reason: RetryReason, key_changed: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.reason = reason
+        self.key_changed = key_changed  # a 401 after which a fresh read of the key gave another key
+
+    @property
+    def outcome_uncertain(self) -> bool:
+        """A create answered like this may have created a generation: retry with the same key and body."""
+        return self.reason in {"server", "outcome_unknown", "conflict", "timeout", "connection"}
 
 
 class SyncPermanentError(SyncApiError):
-    """The request itself is wrong or refused (400, 401, 402, 404, 409, 413, 422): fix it, do not retry."""
+    """The request itself is wrong or refused (400, 402, 403, 404, 413, 422): fix it, do not retry."""
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -99,9 +123,21 @@ def error_from_response(response: httpx.Response, operation: str) -> SyncApiErro
         return SyncRetryableError(message, reason=reason, **common)
     if status == 503 and error_code == "IDEMPOTENCY_OUTCOME_UNKNOWN":
         return SyncRetryableError(message, reason="outcome_unknown", **common)
+    if status == 409 and error_code not in PERMANENT_CONFLICTS:
+        # An idempotency conflict (a concurrent duplicate): the first request may have created it.
+        return SyncRetryableError(message, reason="conflict", **common)
+    if status == 401:
+        return SyncRetryableError(message, reason="unauthorized", **common)
     if status >= 500 or status == 408:
         return SyncRetryableError(message, reason="server", **common)
     return SyncPermanentError(message, **common)
+
+
+def _fixed_key(api_key: str) -> KeyProvider:
+    def provide(fresh: bool = False) -> str:
+        return api_key
+
+    return provide
 
 
 class SyncClient:
@@ -110,14 +146,15 @@ class SyncClient:
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | KeyProvider,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self._key: KeyProvider = api_key if callable(api_key) else _fixed_key(api_key)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"x-api-key": api_key, "accept": "application/json"},
+            headers={"x-api-key": self._key(False), "accept": "application/json"},
             timeout=timeout,
             transport=transport,
         )
@@ -131,13 +168,15 @@ class SyncClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def create_generation(self, request: GenerateRequest, *, idempotency_key: str) -> Generation:
-        """Create a generation. Retry with the same key and body after any retryable error."""
+    def create_generation(self, request: GenerateRequest | str, *, idempotency_key: str) -> Generation:
+        """Create a generation. `request` may be the exact JSON text to send (a retry after an uncertain
+        outcome must repeat the first attempt byte for byte, with the same key)."""
+        body = request if isinstance(request, str) else json.dumps(request.to_api(), ensure_ascii=False)
         response = self._send(
             "POST",
             "/v2/generate",
-            json=request.to_api(),
-            headers={"Idempotency-Key": idempotency_key},
+            content=body.encode(),
+            headers={"Idempotency-Key": idempotency_key, "content-type": "application/json"},
         )
         return Generation.model_validate(response.json())
 
@@ -213,8 +252,37 @@ class SyncClient:
         if accept:
             headers["accept"] = accept
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        response = self._request(operation, method, path, headers, kwargs, extra)
+        key_changed = False
+        if response.status_code == 401:
+            # The key may have been rotated since we cached it: read it once more.
+            key_changed = self._reload_key()
+            if key_changed and method == "GET":  # reads are free to repeat; creates count against the rate
+                response = self._request(operation, method, path, headers, kwargs, extra)
+        if response.is_success:
+            return response
+        error = error_from_response(response, operation)
+        if isinstance(error, SyncRetryableError):
+            error.key_changed = key_changed
+        raise error
+
+    def _reload_key(self) -> bool:
+        fresh = self._key(True)
+        changed = bool(fresh != self._http.headers.get("x-api-key"))
+        self._http.headers["x-api-key"] = fresh
+        return changed
+
+    def _request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        kwargs: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> httpx.Response:
         try:
-            response = self._http.request(method, path, headers=headers, **kwargs, **extra)
+            return self._http.request(method, path, headers=headers, **kwargs, **extra)
         except httpx.TimeoutException as exc:
             raise SyncRetryableError(
                 f"{operation} timed out ({type(exc).__name__})", reason="timeout"
@@ -223,6 +291,3 @@ class SyncClient:
             raise SyncRetryableError(
                 f"{operation} could not connect ({type(exc).__name__})", reason="connection"
             ) from exc
-        if response.is_success:
-            return response
-        raise error_from_response(response, operation)

@@ -1,8 +1,9 @@
-"""Both sides of the webhook race: the receiver (authenticate, record forward-only, wake the job's
+"""Both sides of the webhook race: the receiver (authenticate, record the signal, wake the job's
 execution) and the execution's arm task (store the task token, or wake itself if the webhook won).
 
-Nothing slow happens here (no downloads): the state machine confirms the status with an
-authenticated GET and copies the output from the URL that GET returns.
+A webhook is a signal, not the truth: it never sets a job's status, error or generation. The
+execution it wakes asks sync.so with an authenticated GET, and copies the output from the URL
+that GET returns. A forged, replayed or lying delivery can cause at most one extra GET.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from lipsync.jobs import Job, JobError, is_final, utc_now
-from lipsync.models import Generation
+from lipsync.jobs import Job, utc_now
+from lipsync.models import Generation, is_terminal
 from lipsync.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class WebhookRejectedError(Exception):
 
 @dataclass(frozen=True)
 class WebhookResult:
-    applied: bool  # False: a duplicate, late or out-of-order delivery that changed nothing
+    applied: bool  # False: the job has no generation yet (the signal is kept, nobody is woken)
     status: str
     woke_workflow: bool
     signed_form: SignedForm | None
@@ -68,7 +69,7 @@ class WebhookReceiver:
             raise WebhookRejectedError(404, "no such job")
         if job.generation_id and generation.id != job.generation_id:
             raise WebhookRejectedError(409, "the delivery is for another generation than this job's")
-        return self._apply(job, generation, signed_form)
+        return self._signal(job, generation, signed_form)
 
     def _check_signature(self, body: bytes, signature: str | None) -> SignedForm | None:
         secrets = [secret for secret in self._signing_secrets() if secret]
@@ -88,32 +89,22 @@ class WebhookReceiver:
                 raise WebhookRejectedError(400, "body is not JSON") from error
             raise WebhookRejectedError(400, "body is not a generation (needs id and status)") from error
 
-    def _apply(self, job: Job, generation: Generation, signed_form: SignedForm | None) -> WebhookResult:
-        terminal = is_final(generation.status)
-        fields: dict[str, object] = {"lastWebhookAt": utc_now()}
-        if terminal:
-            # The signal the arm task looks for; the status itself is confirmed by a GET.
-            fields["webhookStatus"] = generation.status
-        if error := JobError.from_generation(generation):
-            fields["error"] = error.stored()
-        if not job.generation_id:
-            fields["generationId"] = generation.id
-        updated = self._store.advance(
-            job.job_id,
-            generation.status,
-            "webhook",
-            fields=fields,
-            detail=f"signature: {signed_form}" if signed_form else None,
-        )
-        if updated is None:
-            return WebhookResult(
-                applied=False, status=generation.status, woke_workflow=False, signed_form=signed_form
-            )
-        woke = bool(terminal and updated.task_token) and self._workflow.wake(
-            updated.task_token or "", {"status": generation.status, "source": "webhook"}
+    def _signal(self, job: Job, generation: Generation, signed_form: SignedForm | None) -> WebhookResult:
+        """Record that a delivery came and what it claimed, and wake the job's execution: its GET
+        decides. Status, error and generation id are never taken from a webhook."""
+        signal = {
+            "lastWebhookAt": utc_now(),
+            "webhookStatus": generation.status,
+            "webhookGenerationId": generation.id,
+            **({"webhookSignature": signed_form} if signed_form else {}),
+        }
+        updated = self._store.set_fields(job.job_id, signal)
+        ours = updated.generation_id == generation.id
+        woke = bool(ours and is_terminal(generation.status) and updated.task_token) and self._workflow.wake(
+            updated.task_token or "", {"webhookStatus": generation.status}
         )
         return WebhookResult(
-            applied=True, status=generation.status, woke_workflow=woke, signed_form=signed_form
+            applied=ours, status=generation.status, woke_workflow=woke, signed_form=signed_form
         )
 
 
@@ -128,14 +119,22 @@ def parse_signing_secrets(secret_value: str) -> list[str]:
     return [str(parsed).strip()] if isinstance(parsed, str) else []
 
 
-def arm_webhook_wait(store: JobStore, workflow: Workflow, job_id: str, task_token: str) -> dict[str, Any]:
-    """Store the task token. If a terminal webhook already arrived, complete the wait right away.
+def arm_webhook_wait(
+    store: JobStore, workflow: Workflow, job_id: str, generation_id: str, task_token: str
+) -> dict[str, Any]:
+    """Store the task token. If a final webhook for this generation already arrived, wake right away.
 
     Each side is one atomic update that returns the whole record, so whichever comes second sees
-    the other's write: the webhook finds the token, or this task finds the webhook's status.
+    the other's write: the webhook finds the token, or this task finds the webhook's signal.
     """
     job = store.set_fields(job_id, {"taskToken": task_token})
-    early = job.webhook_status if job.webhook_status and is_final(job.webhook_status) else None
+    early = (
+        job.webhook_status
+        if job.webhook_status
+        and job.webhook_generation_id == generation_id
+        and is_terminal(job.webhook_status)
+        else None
+    )
     if early:
-        workflow.wake(task_token, {"status": early, "source": "webhook"})
+        workflow.wake(task_token, {"webhookStatus": early})
     return {"armed": True, "webhookAlreadyArrived": early is not None}

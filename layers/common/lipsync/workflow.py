@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
+    from lipsync.config import LifecycleTimings
+
+
+def execution_input(
+    job_id: str, generation_id: str, timings: LifecycleTimings, now: datetime | None = None
+) -> dict[str, Any]:
+    """What one generation's execution starts with: ids, the webhook wait and the polling schedule."""
+    started = now or datetime.now(UTC)
+    deadline = started + timedelta(seconds=timings.max_job_seconds)
+    return {
+        "jobId": job_id,
+        "generationId": generation_id,
+        "webhookTimeoutSeconds": timings.webhook_timeout_seconds,
+        "poll": {
+            "firstIntervalSeconds": timings.poll_first_interval_seconds,
+            "backoffRate": timings.poll_backoff_rate,
+            "maxIntervalSeconds": timings.poll_max_interval_seconds,
+            "deadline": deadline.isoformat().replace("+00:00", "Z"),
+        },
+        "reconcile": {
+            "attempt": 0,
+            "terminal": False,
+            "nextWaitSeconds": timings.poll_first_interval_seconds,
+        },
+    }
+
 
 class Workflow(Protocol):
-    def start(self, job_id: str, execution_input: dict[str, Any]) -> None: ...
+    def start(self, name: str, execution_input: dict[str, Any]) -> None: ...
 
     def wake(self, task_token: str, output: dict[str, Any]) -> bool: ...
 
@@ -25,12 +52,10 @@ class StepFunctionsWorkflow:
         self._sfn = client
         self._arn = state_machine_arn
 
-    def start(self, job_id: str, execution_input: dict[str, Any]) -> None:
-        """One execution per job: the name is the job id, so a repeat start is a no-op."""
+    def start(self, name: str, execution_input: dict[str, Any]) -> None:
+        """One execution per generation, named after it (see Job.next_execution_name): a repeat is a no-op."""
         with contextlib.suppress(self._sfn.exceptions.ExecutionAlreadyExists):
-            self._sfn.start_execution(
-                stateMachineArn=self._arn, name=job_id, input=json.dumps(execution_input)
-            )
+            self._sfn.start_execution(stateMachineArn=self._arn, name=name, input=json.dumps(execution_input))
 
     def wake(self, task_token: str, output: dict[str, Any]) -> bool:
         """Complete the webhook wait; False if it is already over (timed out, or woken by the other side)."""

@@ -1,28 +1,16 @@
-"""Planning a job from an object in the bucket, and submitting it exactly once."""
+"""Planning a job from an object in the bucket: pairs, manifests, and every way they can be wrong.
+
+Nothing is presigned when a job is planned; `rendered` shows the body dispatch would send."""
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
-from lipsync.config import LifecycleTimings, SubmitSettings
-from lipsync.jobs import Job, JobStatus
-from lipsync.models import TextInput
-from lipsync.submission import (
-    MAX_VISIBILITY_SECONDS,
-    InvalidJobError,
-    JobPlan,
-    Submitter,
-    plan_job,
-    retry_delay_seconds,
-)
-from lipsync.sync_client import SyncRetryableError
-from lipsync.webhook_auth import job_token
-from tests.fakes import FakeJobStore, FakeStorage, FakeSyncApi, FakeWorkflow, Reply
+from lipsync.config import PlanningSettings
+from lipsync.planning import InvalidJobError, JobPlan, plan_job
+from tests.fakes import FakeStorage
 
 BUCKET = "media-bucket"
 TOKEN_KEY = "stack-token-key"
@@ -39,46 +27,45 @@ ENV = {
     "PRESIGNED_URL_SECONDS": "7200",
     "STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:JobLifecycle",
 }
-SETTINGS = SubmitSettings.from_env(ENV)
-NO_DEFAULT_OPTIONS = SubmitSettings.from_env(ENV | {"DEFAULT_OPTIONS": "{}"})
-TIMINGS = LifecycleTimings.model_validate(
-    {
-        "WEBHOOK_TIMEOUT_SECONDS": 600,
-        "POLL_FIRST_INTERVAL_SECONDS": 15,
-        "POLL_BACKOFF_RATE": 1.5,
-        "POLL_MAX_INTERVAL_SECONDS": 300,
-        "MAX_JOB_SECONDS": 3600,
-    }
-)
+SETTINGS = PlanningSettings.from_env(ENV)
+NO_DEFAULT_OPTIONS = PlanningSettings.from_env(ENV | {"DEFAULT_OPTIONS": "{}"})
+PRESIGN_SECONDS = 7200
 VIDEO_EXTENSIONS = ["mp4", "mov", "webm", "m4v", "mkv"]
 AUDIO_EXTENSIONS = ["wav", "mp3", "m4a", "aac", "ogg", "flac"]
 
 
-def plan(storage: FakeStorage, key: str, settings: SubmitSettings = SETTINGS) -> JobPlan | None:
+def plan(storage: FakeStorage, key: str, settings: PlanningSettings = SETTINGS) -> JobPlan | None:
     return plan_job(storage.event(key), storage, settings)
 
 
-def planned(storage: FakeStorage, key: str, settings: SubmitSettings = SETTINGS) -> JobPlan:
+def planned(storage: FakeStorage, key: str, settings: PlanningSettings = SETTINGS) -> JobPlan:
     result = plan(storage, key, settings)
     assert result is not None
-    assert result.request is not None
+    assert result.template is not None
     return result
 
 
-def invalid(storage: FakeStorage, key: str, settings: SubmitSettings = SETTINGS) -> InvalidJobError:
+def invalid(storage: FakeStorage, key: str, settings: PlanningSettings = SETTINGS) -> InvalidJobError:
     with pytest.raises(InvalidJobError) as caught:
         plan(storage, key, settings)
     return caught.value
 
 
 def api_body(result: JobPlan) -> dict[str, Any]:
-    assert result.request is not None
-    return result.request.to_api()
+    """What the plan stores: the request without presigned URLs and without the webhook."""
+    assert result.template is not None
+    return result.template.body
 
 
-def urls(result: JobPlan) -> list[str | None]:
-    assert result.request is not None
-    return [None if isinstance(item, TextInput) else item.url for item in result.request.input]
+def rendered(result: JobPlan, storage: FakeStorage) -> dict[str, Any]:
+    """The body dispatch sends: URLs presigned then (as the fake storage signs them)."""
+    assert result.template is not None
+    return result.template.render(storage, PRESIGN_SECONDS, "https://hooks.example/x")
+
+
+def urls(result: JobPlan, storage: FakeStorage | None = None) -> list[str | None]:
+    body = rendered(result, storage or FakeStorage(BUCKET))
+    return [item.get("url") for item in body["input"]]
 
 
 def query(url: str | None) -> dict[str, list[str]]:
@@ -149,7 +136,7 @@ def test_presigned_urls_are_pinned_to_the_versions_of_the_pair() -> None:
     video = storage.put("inputs/a.mp4")
     audio = storage.put("inputs/a.wav")
     result = planned(storage, "inputs/a.wav")
-    video_url, audio_url = urls(result)
+    video_url, audio_url = urls(result, storage)
     assert video_url is not None
     assert audio_url is not None
     assert video_url.startswith("https://presigned.example/inputs/a.mp4?")
@@ -300,7 +287,7 @@ def test_keys_and_this_buckets_s3_uris_become_pinned_presigned_urls(reference: s
     current = storage.objects["inputs/face.mp4"]
     assert current.version_id != video.version_id
     result = planned(storage, manifest(storage, request_body({"type": "video", "url": reference}, AUDIO)))
-    video_url, audio_url = urls(result)
+    video_url, audio_url = urls(result, storage)
     assert video_url is not None
     assert video_url.startswith("https://presigned.example/inputs/face.mp4?")
     assert query(video_url)["versionId"] == [current.version_id]
@@ -501,362 +488,3 @@ def test_a_manifest_job_id_follows_the_manifest_version() -> None:
     assert planned(storage, key).job_id == first
     manifest(storage, request_body(VIDEO, AUDIO))
     assert planned(storage, key).job_id != first
-
-
-# ---------------------------------------------------------------------------- Submitter
-
-CREATED_AT = "2026-11-25T00:00:00Z"
-
-
-def generation(status: int = 201, gen_id: str = "gen-1") -> httpx.Response:
-    return httpx.Response(status, json={"id": gen_id, "status": "PENDING", "createdAt": CREATED_AT})
-
-
-def api_error(status: int, code: str, message: str, **extra: Any) -> httpx.Response:
-    return httpx.Response(status, json={"statusCode": status, "errorCode": code, "message": message, **extra})
-
-
-def time_out(request: httpx.Request) -> httpx.Response:
-    raise httpx.ReadTimeout("slow", request=request)
-
-
-@dataclass
-class Rig:
-    store: FakeJobStore
-    storage: FakeStorage
-    workflow: FakeWorkflow
-    api: FakeSyncApi
-    submitter: Submitter
-
-    def handle(self, key: str) -> tuple[str, Job | None]:
-        return self.submitter.handle(self.storage.event(key))
-
-    def pair(self) -> str:
-        """Upload a pair; the audio's key (its event makes the job)."""
-        self.storage.put("inputs/a.mp4", b"video bytes")
-        self.storage.put("inputs/a.wav", b"audio bytes")
-        return "inputs/a.wav"
-
-
-def rig(*replies: Reply) -> Rig:
-    store, storage, workflow = FakeJobStore(), FakeStorage(BUCKET), FakeWorkflow()
-    api = FakeSyncApi(*replies)
-    submitter = Submitter(SETTINGS, TIMINGS, store, storage, api.client(), workflow, TOKEN_KEY)
-    return Rig(store, storage, workflow, api, submitter)
-
-
-def sent_body(request: httpx.Request) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(request.content)
-    return body
-
-
-def test_a_pair_makes_one_post_with_the_job_id_as_key_and_a_tokened_webhook_url() -> None:
-    r = rig(generation())
-    r.storage.put("inputs/a.mp4")
-    assert r.handle("inputs/a.mp4") == ("waiting", None)
-    assert r.api.requests == []
-    r.storage.put("inputs/a.wav")
-    outcome, job = r.handle("inputs/a.wav")
-    assert outcome == "submitted"
-    assert job is not None
-    (post,) = r.api.posts()
-    assert post.url.path == "/v2/generate"
-    assert post.headers["Idempotency-Key"] == job.job_id
-    body = sent_body(post)
-    assert body["webhookUrl"] == (
-        f"https://hooks.example/prod/webhooks/sync/{job.job_id}?token={job_token(TOKEN_KEY, job.job_id)}"
-    )
-    assert body["model"] == "lipsync-2"
-    assert [item["url"].split("?")[0] for item in body["input"]] == [
-        "https://presigned.example/inputs/a.mp4",
-        "https://presigned.example/inputs/a.wav",
-    ]
-
-
-def test_five_duplicate_deliveries_make_one_post_and_one_execution() -> None:
-    r = rig(generation())
-    key = r.pair()
-    outcomes = [r.handle(key)[0] for _ in range(5)]
-    assert outcomes == ["submitted", "duplicate", "duplicate", "duplicate", "duplicate"]
-    assert len(r.api.posts()) == 1
-    # Every delivery (re)starts the execution by name; Step Functions makes the repeats no-ops.
-    job_id = r.workflow.starts[0][0]
-    assert [started for started, _ in r.workflow.starts] == [job_id] * 5
-    assert list(r.workflow.executions) == [job_id]
-    # The partner's event is the same job too.
-    assert r.handle("inputs/a.mp4")[0] == "duplicate"
-    assert len(r.api.posts()) == 1
-
-
-def test_an_event_without_a_version_id_is_the_same_job() -> None:
-    r = rig(generation())
-    key = r.pair()
-    bare = r.storage.event(key).model_copy(update={"version_id": None})
-    outcome, job = r.submitter.handle(bare)
-    assert outcome == "submitted"
-    assert job is not None
-    assert r.handle(key) == ("duplicate", r.store.get(job.job_id))
-    assert r.handle("inputs/a.mp4")[0] == "duplicate"
-    assert len(r.api.posts()) == 1
-    del r.storage.objects[key]  # deleted before the (versionless) event was processed
-    assert r.submitter.handle(bare) == ("ignored", None)
-
-
-def test_a_201_records_pending_and_starts_the_execution() -> None:
-    r = rig(generation(gen_id="gen-77"))
-    before = datetime.now(UTC)
-    outcome, job = r.handle(r.pair())
-    after = datetime.now(UTC)
-    assert outcome == "submitted"
-    assert job is not None
-    stored = r.store.get(job.job_id)
-    assert stored is not None
-    assert (stored.status, stored.generation_id) == (JobStatus.PENDING, "gen-77")
-    assert stored.submitted_at is not None
-    assert [(entry.status, entry.source) for entry in stored.history] == [
-        ("QUEUED", "submit"),
-        ("PENDING", "submit"),
-    ]
-    assert stored.request_body is not None
-    assert json.loads(stored.request_body) == sent_body(r.api.posts()[0])
-    assert stored.output_key == "outputs/a.mp4"
-    ((started, execution),) = r.workflow.starts
-    assert started == job.job_id
-    deadline = datetime.fromisoformat(execution["poll"].pop("deadline"))
-    assert before + timedelta(seconds=3600) <= deadline <= after + timedelta(seconds=3600)
-    assert execution == {
-        "jobId": job.job_id,
-        "generationId": "gen-77",
-        "webhookTimeoutSeconds": 600,
-        "poll": {"firstIntervalSeconds": 15, "backoffRate": 1.5, "maxIntervalSeconds": 300},
-        "reconcile": {"attempt": 0, "terminal": False, "nextWaitSeconds": 15},
-    }
-
-
-@pytest.mark.parametrize(
-    ("reply", "retry_after"),
-    [
-        (api_error(429, "concurrency_limit_reached", "busy", retryAfterSeconds=42), 42.0),
-        (api_error(429, "rate_limit_exceeded", "slow down"), None),
-        (api_error(500, "internal_error", "oops"), None),
-        (httpx.Response(503, text="unavailable"), None),
-        (api_error(503, "IDEMPOTENCY_OUTCOME_UNKNOWN", "unknown", generationId="gen-9"), None),
-        (time_out, None),
-    ],
-)
-def test_retryable_errors_propagate_and_the_retry_resends_the_stored_body(
-    reply: Reply, retry_after: float | None
-) -> None:
-    r = rig(reply, reply, generation())
-    key = r.pair()
-    for attempt in (1, 2):
-        with pytest.raises(SyncRetryableError) as caught:
-            r.handle(key)
-        assert caught.value.retry_after_seconds == retry_after
-        (job,) = r.store.list_jobs(status=None, limit=10, cursor=None)[0]
-        assert (job.status, job.submit_attempts, job.generation_id) == (JobStatus.QUEUED, attempt, None)
-        assert job.last_error
-        assert r.workflow.starts == []
-        r.storage.signature = f"re-signed-{attempt}"  # a fresh plan would carry different URLs
-    outcome, done = r.handle(key)
-    assert outcome == "submitted"
-    assert done is not None
-    first, second, third = r.api.posts()
-    assert first.content == second.content == third.content
-    assert b"re-signed" not in third.content
-    assert {post.headers["Idempotency-Key"] for post in (first, second, third)} == {done.job_id}
-    assert (done.status, done.submit_attempts) == (JobStatus.PENDING, 2)
-    assert len(r.workflow.starts) == 1
-
-
-def test_a_retry_resends_byte_identical_numbers_after_the_store_round_trip() -> None:
-    # DynamoDB gives 2.0 back as 2. The first POST must already be what later retries send
-    # (the stored body), or sync.so sees the same Idempotency-Key with a different body.
-    r = rig(api_error(429, "rate_limit_exceeded", "slow down"), generation())
-    options = {"fps": 30.0, "pads": [0.0, 5.0, 0.0, 0.0], "brand_new_scale": 2.0}
-    manifest(r.storage, request_body(VIDEO, AUDIO, options=options), "jobs/numbers.json")
-    with pytest.raises(SyncRetryableError):
-        r.handle("jobs/numbers.json")
-    assert r.handle("jobs/numbers.json")[0] == "submitted"
-    first, retry = r.api.posts()
-    assert first.content == retry.content
-
-
-def test_a_half_submitted_job_is_resubmitted_with_its_stored_body() -> None:
-    r = rig(generation())
-    key = r.pair()
-    # Seed: a QUEUED record without generationId, as if the Lambda died after recording it.
-    planned_job = plan(r.storage, key)
-    assert planned_job is not None
-    stored_body = {
-        "model": "lipsync-2",
-        "input": [
-            {"type": "video", "url": "https://presigned.example/inputs/a.mp4?X-Amz-Signature=original"},
-            {"type": "audio", "url": "https://presigned.example/inputs/a.wav?X-Amz-Signature=original"},
-        ],
-        "webhookUrl": f"{WEBHOOK_BASE}webhooks/sync/{planned_job.job_id}?token=t",
-    }
-    r.store.put(
-        Job.model_validate(
-            {
-                "jobId": planned_job.job_id,
-                "name": "a",
-                "kind": "pair",
-                "status": "QUEUED",
-                "bucket": BUCKET,
-                "documentKey": "outputs/a.json",
-                "outputKey": "outputs/a.mp4",
-                "createdAt": CREATED_AT,
-                "updatedAt": CREATED_AT,
-                "requestBody": json.dumps(stored_body),
-            }
-        )
-    )
-    outcome, job = r.handle(key)
-    assert outcome == "submitted"
-    assert job is not None
-    (post,) = r.api.posts()
-    assert sent_body(post) == stored_body
-    assert post.headers["Idempotency-Key"] == planned_job.job_id
-    assert job.status == JobStatus.PENDING
-
-
-def test_a_422_is_rejected_with_the_apis_error_and_a_document() -> None:
-    message = "The provided video URL is inaccessible."
-    r = rig(api_error(422, "generation_input_video_inaccessible", message))
-    outcome, job = r.handle(r.pair())
-    assert outcome == "rejected"
-    assert job is not None
-    stored = r.store.get(job.job_id)
-    assert stored is not None
-    assert stored.status == JobStatus.REJECTED
-    assert stored.error is not None
-    assert stored.error.code == "generation_input_video_inaccessible"
-    assert message in stored.error.message
-    assert stored.finished_at is not None
-    assert (stored.history[-1].status, stored.history[-1].source) == ("REJECTED", "submit")
-    document = r.storage.documents["outputs/a.json"]
-    assert document["status"] == "REJECTED"
-    assert document["error"] == stored.error.model_dump(exclude_none=True)
-    assert r.workflow.starts == []
-    # A redelivery changes nothing and pays nothing.
-    assert r.handle("inputs/a.wav")[0] == "duplicate"
-    assert len(r.api.posts()) == 1
-    assert r.workflow.starts == []
-
-
-@pytest.mark.parametrize(
-    ("status", "code"),
-    [(401, "unauthorized"), (402, "free_tier_generations_exhausted"), (403, "forbidden")],
-)
-def test_account_errors_fail_the_job(status: int, code: str) -> None:
-    r = rig(api_error(status, code, "account problem"))
-    outcome, job = r.handle(r.pair())
-    assert outcome == "failed"
-    assert job is not None
-    assert job.status == JobStatus.FAILED
-    assert job.error is not None
-    assert job.error.code == code
-    assert r.storage.documents["outputs/a.json"]["status"] == "FAILED"
-    assert r.workflow.starts == []
-
-
-def test_an_invalid_manifest_is_recorded_and_written_without_a_post() -> None:
-    r = rig(generation())
-    manifest(r.storage, request_body(VIDEO, AUDIO, options={"temperature": 3}), "jobs/bad.json")
-    outcome, job = r.handle("jobs/bad.json")
-    assert outcome == "invalid"
-    assert job is not None
-    stored = r.store.get(job.job_id)
-    assert stored is not None
-    assert stored.status == JobStatus.INVALID
-    assert stored.error is not None
-    assert stored.error.field == "options.temperature"
-    assert [(entry.status, entry.source) for entry in stored.history] == [("INVALID", "submit")]
-    document = r.storage.documents["outputs/bad.json"]
-    assert document["status"] == "INVALID"
-    assert document["error"]["field"] == "options.temperature"
-    assert document["error"]["message"] == stored.error.message
-    assert r.api.requests == []
-    assert r.workflow.starts == []
-    assert r.handle("jobs/bad.json")[0] == "invalid"  # a redelivery: same record
-    assert len(r.store.items) == 1
-
-
-def test_an_invalid_pair_is_recorded_with_the_reason() -> None:
-    r = rig(generation())
-    r.storage.put("inputs/a.mp4")
-    r.storage.put("inputs/a.mov")
-    r.storage.put("inputs/a.wav")
-    outcome, job = r.handle("inputs/a.wav")
-    assert outcome == "invalid"
-    assert job is not None
-    assert job.status == JobStatus.INVALID
-    document = r.storage.documents["outputs/a.json"]
-    assert "inputs/a.mov" in document["error"]["message"]
-    assert "inputs/a.mp4" in document["error"]["message"]
-    assert r.api.requests == []
-
-
-def test_input_objects_are_never_modified_or_deleted() -> None:
-    r = rig(api_error(422, "generation_input_validation_failed", "no"))
-    key = r.pair()
-    r.storage.put("inputs/b.txt")
-    manifest(r.storage, b"not json", "jobs/broken.json")
-    inputs_before = {k: v for k, v in r.storage.objects.items() if not k.startswith("outputs/")}
-    versions_before = dict(r.storage.versions)
-    for handled in (key, "inputs/b.txt", "jobs/broken.json", key):
-        r.handle(handled)
-    assert {k: v for k, v in r.storage.objects.items() if not k.startswith("outputs/")} == inputs_before
-    assert all(r.storage.versions[version] == stored for version, stored in versions_before.items())
-    assert all(written.startswith("outputs/") for written in r.storage.writes)
-
-
-def test_objects_of_another_bucket_or_outside_the_prefixes_are_ignored() -> None:
-    r = rig(generation())
-    r.pair()
-    foreign = r.storage.event("inputs/a.wav").model_copy(update={"bucket": "other-bucket"})
-    assert r.submitter.handle(foreign) == ("ignored", None)
-    r.storage.put("outputs/x.mp4")
-    assert r.handle("outputs/x.mp4") == ("ignored", None)
-    assert r.api.requests == []
-    assert r.store.items == {}
-
-
-def test_documents_and_public_views_never_show_urls_tokens_or_task_tokens() -> None:
-    r = rig(generation(), api_error(422, "generation_input_video_inaccessible", "The video is inaccessible."))
-    _, job = r.handle(r.pair())
-    assert job is not None
-    token = job_token(TOKEN_KEY, job.job_id)
-    secret_job = r.store.set_fields(
-        job.job_id, {"taskToken": "task-token-secret", "outputUrl": "https://cdn.sync.example/out.mp4?sig=s"}
-    )
-    view = json.dumps(secret_job.public_view())
-    for secret in ("presigned.example", "X-Amz-Signature", token, "task-token-secret", "cdn.sync.example"):
-        assert secret not in view
-    r.storage.put("inputs/b.mp4")
-    r.storage.put("inputs/b.wav")
-    assert r.handle("inputs/b.wav")[0] == "rejected"
-    document = json.dumps(r.storage.documents["outputs/b.json"])
-    assert "presigned.example" not in document
-    assert "token=" not in document
-
-
-def test_retry_delay_honours_retry_after() -> None:
-    error = SyncRetryableError("busy", reason="concurrency", retry_after_seconds=42)
-    delays = {retry_delay_seconds(error, receive_count=count) for count in range(1, 20) for _ in range(5)}
-    assert min(delays) >= 43
-    assert max(delays) <= 42 + 42 / 4 + 1
-
-
-@pytest.mark.parametrize(("receive_count", "base"), [(1, 2), (2, 4), (3, 8), (5, 32), (10, 900), (40, 900)])
-def test_retry_delay_backs_off_exponentially_with_a_cap(receive_count: int, base: int) -> None:
-    error = SyncRetryableError("server", reason="server")
-    for _ in range(20):
-        delay = retry_delay_seconds(error, receive_count)
-        assert base + 1 <= delay <= base + base / 4 + 1
-
-
-def test_retry_delay_never_exceeds_the_longest_visibility_timeout() -> None:
-    error = SyncRetryableError("busy", reason="rate_limit", retry_after_seconds=10 * 24 * 3600)
-    assert retry_delay_seconds(error, 1) == MAX_VISIBILITY_SECONDS

@@ -1,0 +1,112 @@
+"""Dispatch: admission control in front of sync.so's plan.
+
+Three event sources, one owner of the plan's slots:
+- SQS kicks from the dispatch queue (a job queued, a slot freed, a delay over): dispatch what fits;
+- the schedule: sweep (free slots whose job is no longer in flight), then dispatch;
+- EventBridge "Step Functions Execution Status Change" (FAILED, TIMED_OUT, ABORTED): the job's
+  ending is written and its slot freed, whatever stopped the execution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Any, NamedTuple
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lipsync.admission import DynamoAdmission
+from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits, read_secret, secret_reader
+from lipsync.dispatch import Dispatcher, DispatchReport
+from lipsync.job_store import DynamoJobStore
+from lipsync.jobs import job_id_of_execution
+from lipsync.kicks import SqsKicker
+from lipsync.lifecycle import Slots, stop, workflow_error
+from lipsync.observability import count, lambda_handler, logger
+from lipsync.storage import S3Storage
+from lipsync.sync_client import SyncClient
+from lipsync.workflow import StepFunctionsWorkflow
+
+
+class Wiring(NamedTuple):
+    dispatcher: Dispatcher
+    slots: Slots
+    store: DynamoJobStore
+    storage: S3Storage
+    sync: SyncClient
+
+
+@cache
+def wiring() -> Wiring:
+    settings = DispatchSettings.from_env()
+    limits = PlanLimits.model_validate(dict(os.environ))
+    store = DynamoJobStore(settings.jobs_table)
+    admission = DynamoAdmission(settings.admission_table, store)
+    kicker = SqsKicker(settings.dispatch_queue_url)
+    sync = SyncClient(settings.sync_api_base_url, secret_reader(settings.sync_api_key_secret))
+    storage = S3Storage(settings.media_bucket)
+    return Wiring(
+        Dispatcher(
+            settings=settings,
+            limits=limits,
+            timings=LifecycleTimings.model_validate(dict(os.environ)),
+            store=store,
+            admission=admission,
+            storage=storage,
+            sync=sync,
+            workflow=StepFunctionsWorkflow(settings.state_machine_arn),
+            kicker=kicker,
+            token_key=read_secret(settings.webhook_token_key_secret),
+        ),
+        Slots(admission, kicker, limits.transient_retries),
+        store,
+        storage,
+        sync,
+    )
+
+
+def report_metrics(report: DispatchReport) -> None:
+    count("JobsDispatched", len(report.created))
+    for reason, jobs in report.requeued.items():
+        count(f"Requeued{reason.title().replace('_', '')}", jobs)
+    if report.uncertain:
+        count("CreateOutcomeUncertain", report.uncertain)
+    if report.paused:
+        count("DispatchPaused")
+    if report.unknown_statuses:
+        count("UnknownApiStatus", len(report.unknown_statuses))
+    if report.released:
+        count("SlotsRecovered", report.released)
+
+
+def execution_ended(detail: dict[str, Any]) -> dict[str, Any]:
+    wired = wiring()
+    name = str(detail["name"])
+    execution_input = json.loads(detail.get("input") or "{}")
+    job_id = execution_input.get("jobId") or job_id_of_execution(name)
+    logger.append_keys(job_id=job_id, execution=name)
+    error = workflow_error(f"{detail.get('status')}", detail.get("cause") or detail.get("error"))
+    return stop(
+        wired.store,
+        wired.storage,
+        wired.sync,
+        wired.slots,
+        job_id,
+        execution_input.get("generationId"),
+        error,
+    )
+
+
+@lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("detail-type") == "Step Functions Execution Status Change":
+        result = execution_ended(event["detail"])
+        count("ExecutionsEndedAbnormally")
+        logger.warning("execution ended without finalizing", extra=result)
+        return result
+    run = wiring().dispatcher
+    report = run.sweep() if event.get("sweep") else run.run()
+    report_metrics(report)
+    logger.info("dispatch", extra=report.__dict__)
+    return {"created": len(report.created), "stoppedBecause": report.stopped_because}

@@ -1,0 +1,106 @@
+"""Intake: a created object becomes a QUEUED job in the job queue (or an INVALID one), at once.
+
+Nothing here calls sync.so or waits: the S3 event is finished as soon as the record exists,
+and the dispatcher is woken. Waiting happens in the queue, never in SQS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from lipsync.documents import write_job_document
+from lipsync.job_store import QUEUE_PARTITION, Update, queue_key
+from lipsync.jobs import Job, JobError, JobStatus, utc_now
+from lipsync.planning import INPUTS_PREFIX, InvalidInputError, InvalidJobError, JobPlan, plan_job
+
+if TYPE_CHECKING:
+    from lipsync.config import IntakeSettings
+    from lipsync.job_store import JobStore
+    from lipsync.kicks import Kicker
+    from lipsync.s3_events import ObjectCreated
+    from lipsync.storage import Storage
+
+Outcome = Literal["queued", "duplicate", "waiting", "ignored", "invalid"]
+
+
+class Intake:
+    def __init__(self, settings: IntakeSettings, store: JobStore, storage: Storage, kicker: Kicker) -> None:
+        self._settings = settings
+        self._store = store
+        self._storage = storage
+        self._kicker = kicker
+
+    def handle(self, created: ObjectCreated) -> tuple[Outcome, Job | None]:
+        """Process one created object; the caller kicks the dispatcher once per batch."""
+        if created.bucket != self._storage.bucket:
+            return "ignored", None
+        if created.version_id is None:
+            # Some producers omit versionId; identity must not depend on which event we got.
+            info = self._storage.head(created.key)
+            if info is None:
+                return "ignored", None  # deleted since
+            created = created.model_copy(
+                update={"version_id": info.version_id, "etag": info.etag or created.etag}
+            )
+        try:
+            plan = plan_job(created, self._storage, self._settings)
+        except InvalidJobError as error:
+            return "invalid", self._record_invalid(error.plan, error)
+        if plan is None:
+            return ("waiting" if created.key.startswith(INPUTS_PREFIX) else "ignored"), None
+        return self.enqueue(plan)
+
+    def _new_job(self, plan: JobPlan, status: JobStatus, **extra: Any) -> Job:
+        now = utc_now()
+        return Job.model_validate(
+            {
+                "jobId": plan.job_id,
+                "name": plan.name,
+                "kind": plan.kind,
+                "status": status,
+                "bucket": self._storage.bucket,
+                "inputs": plan.refs,
+                "documentKey": plan.document_key,
+                "createdAt": now,
+                "updatedAt": now,
+                "history": [{"status": status, "source": "intake", "at": now}],
+                **extra,
+            }
+        )
+
+    def _record_invalid(self, plan: JobPlan, error: InvalidInputError) -> Job:
+        job = self._new_job(plan, JobStatus.INVALID, error=JobError(message=error.message, field=error.field))
+        _, stored = self._store.create(job, retention_days=self._settings.job_retention_days)
+        write_job_document(self._storage, stored)
+        return stored
+
+    def enqueue(self, plan: JobPlan) -> tuple[Outcome, Job]:
+        if plan.template is None:
+            raise ValueError("a job plan without a request cannot be queued")
+        arrived = plan.arrived_at or utc_now()
+        job = self._new_job(
+            plan,
+            JobStatus.QUEUED,
+            model=plan.model,
+            outputKey=plan.output_key,
+            requestTemplate=plan.template.model_dump_json(),
+            arrivedAt=arrived,
+            queueKey=queue_key(arrived, plan.job_id),
+            warnings=plan.warnings,
+        )
+        created, stored = self._store.create(job, retention_days=self._settings.job_retention_days)
+        if created:
+            return "queued", stored
+        if stored.status == JobStatus.QUEUED and stored.arrived_at and arrived > stored.arrived_at:
+            # The pair's other event saw the later upload: the job arrived when its last file did.
+            moved = self._store.apply(
+                Update(
+                    plan.job_id,
+                    set={"arrivedAt": arrived, "queueKey": queue_key(arrived, plan.job_id)},
+                    condition="#status = :queued AND #queue = :partition AND arrivedAt < :arrived",
+                    names={"#status": "status", "#queue": "queue"},
+                    values={":queued": JobStatus.QUEUED, ":partition": QUEUE_PARTITION, ":arrived": arrived},
+                )
+            )
+            stored = moved or stored
+        return "duplicate", stored

@@ -1,0 +1,49 @@
+"""What the queue looks like from outside: a job's place in line and ETA, and the whole queue."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from lipsync.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from lipsync.admission import Admission
+    from lipsync.config import PlanLimits
+    from lipsync.job_store import JobStore
+
+ASSUMED_GENERATION_SECONDS = 60.0  # until this stack has timed one (sync.so: most take 30-120 s)
+
+
+def _eta_seconds(jobs_ahead_and_this: int, slots: int, generation_seconds: float) -> int:
+    """Waves of `slots` generations each, this job's own included."""
+    return math.ceil(jobs_ahead_and_this / max(1, slots)) * math.ceil(generation_seconds)
+
+
+def queued_view(job: Job, store: JobStore, admission: Admission, limits: PlanLimits) -> dict[str, Any]:
+    """The public record, with `placeInLine` (1 = next) and `etaSeconds` for a QUEUED job."""
+    view = job.public_view()
+    if job.status != JobStatus.QUEUED or not job.queue_key:
+        return view
+    place = store.count_queued(before=job.queue_key) + 1
+    mean = admission.read().mean_generation_seconds() or ASSUMED_GENERATION_SECONDS
+    return view | {"placeInLine": place, "etaSeconds": _eta_seconds(place, limits.concurrency, mean)}
+
+
+def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now: float) -> dict[str, Any]:
+    plan = admission.read()
+    queued = store.count_queued()
+    mean = plan.mean_generation_seconds()
+    return {
+        "queued": queued,
+        "inFlight": len(plan.slots),
+        "slots": limits.concurrency,
+        "createRatePerMinute": limits.creates_per_minute,
+        "recentGenerationSeconds": round(mean, 1) if mean else None,
+        "etaToDrainSeconds": _eta_seconds(queued, limits.concurrency, mean or ASSUMED_GENERATION_SECONDS)
+        if queued
+        else 0,
+        "paused": {"reason": plan.pause_reason, "untilEpochSeconds": plan.paused_until}
+        if plan.paused_until > now
+        else None,
+    }

@@ -1,0 +1,62 @@
+"""The project's DynamoDB tables, created in moto (in-process, no sockets) exactly as template.yaml
+declares them, for unit tests of the code that relies on their conditions and transactions."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from lipsync.admission import DynamoAdmission
+from lipsync.job_store import DynamoJobStore
+from lipsync.jobs import Job, status_rank
+from local.stack.template import load_template
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS_TABLE = "jobs"
+ADMISSION_TABLE = "admission"
+TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+
+
+@cache
+def _definition(logical_id: str) -> dict[str, Any]:
+    properties = load_template(ROOT / "template.yaml")["Resources"][logical_id]["Properties"]
+    return {key: properties[key] for key in TABLE_KEYS if key in properties}
+
+
+class SeededStore(DynamoJobStore):
+    """The real store, plus test helpers: seed a record as stored, and read raw items."""
+
+    def put(self, job: Job) -> Job:
+        values = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
+            "statusRank": status_rank(job.status)
+        }
+        if job.queue_key and job.status == "QUEUED":
+            values["queue"] = "queued"
+        self._client.put_item(TableName=self.table, Item=self.codec.item(values))
+        found = self.get(job.job_id)
+        if found is None:
+            raise LookupError(job.job_id)
+        return found
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        pages = self._client.get_paginator("scan").paginate(TableName=self.table)
+        return {
+            str(plain["jobId"]): plain
+            for page in pages
+            for plain in (self.codec.plain(item) for item in page.get("Items", []))
+        }
+
+
+def make_tables() -> tuple[SeededStore, DynamoAdmission]:
+    """Create both tables (inside an active `mock_aws`) and return the store and admission over them."""
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    existing = set(client.list_tables()["TableNames"])
+    for name, logical_id in ((JOBS_TABLE, "JobsTable"), (ADMISSION_TABLE, "AdmissionTable")):
+        if name not in existing:
+            client.create_table(TableName=name, **_definition(logical_id))
+    store = SeededStore(JOBS_TABLE, client)
+    return store, DynamoAdmission(ADMISSION_TABLE, store, client)
