@@ -14,6 +14,9 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 STATE_FILE ?= .local-stack.json
 BUILD_DIR ?= .aws-sam/build
 SCENARIO ?= default
+PAIRS ?= 200
+SLOTS ?= 3
+GENERATION_SECONDS ?= 4
 
 .PHONY: help
 help:  ## List the targets
@@ -63,12 +66,16 @@ local-stack: install  ## Run the one-machine stack (moto + sync.so emulator) unt
 	$(PY) -m local.stack --state-file $(STATE_FILE)
 
 .PHONY: demo
-demo: install  ## The whole pipeline end to end on one machine (SCENARIO=lost-webhook for the polling fallback)
+demo: install  ## The whole pipeline end to end on one machine (SCENARIO=lost-webhook: polling; SCENARIO=bulk: the queue)
 	$(PY) -m local.demo --scenario $(SCENARIO)
 
 .PHONY: bench
 bench: install  ## Cold-import times, layer size, transitions and API calls per job, cost per 1,000 jobs
 	$(PY) -m tests.bench
+
+.PHONY: load
+load: install  ## Drop PAIRS pairs (200) on a SLOTS-slot plan (3): completion, POSTs per job, slot use, drain time, latency
+	$(PY) -m local.load --pairs $(PAIRS) --slots $(SLOTS) --generation-seconds $(GENERATION_SECONDS)
 
 .PHONY: format
 format: install

@@ -4,7 +4,10 @@ Starts the one-machine stack (moto provisioned from template.yaml + the sync.so 
 uploads a small generated pair to inputs/, prints the job's progress as it happens, and
 says where the output video and the job document landed. Exits 0 only if the job COMPLETED.
 
-    python -m local.demo [--scenario default|lost-webhook] [--out demo-output]
+    python -m local.demo [--scenario default|lost-webhook|bulk] [--out demo-output]
+
+`bulk` drops several pairs at once on a one-slot plan: they wait their turn in the job queue and
+finish in the order they arrived.
 """
 
 from __future__ import annotations
@@ -34,41 +37,48 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     # sync.so's webhook never arrives: after WebhookTimeoutSeconds the job polls with backoff.
     "lost-webhook": {"webhook": "drop", "processingSeconds": 12},
+    "bulk": {},
 }
 NAME = "demo clip"
-TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "TIMED_OUT", "INVALID"}
+BULK_PAIRS = 4
+TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "CANCELED", "UNKNOWN", "TIMED_OUT", "STOPPED", "INVALID"}
 
 
 def say(message: str) -> None:
     print(message, flush=True)
 
 
-def follow_job(stack: OneMachineStack, timeout: float) -> dict[str, Any] | None:
-    """Print the job's status changes and its workflow's steps (execution history) as they happen."""
+def follow_jobs(stack: OneMachineStack, count: int, timeout: float, steps: bool) -> list[dict[str, Any]]:
+    """Print each job's status changes (and, with `steps`, its workflow's steps) as they happen,
+    until `count` jobs have ended and been written out; returns them in the order they ended."""
     table = stack.state["jobs_table"]
     dynamodb, sfn = stack.client("dynamodb"), stack.client("stepfunctions")
-    shown_history = shown_steps = 0
+    shown: dict[str, int] = {}
+    shown_steps: dict[str, int] = {}
+    ended: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = dynamodb.scan(TableName=table, ConsistentRead=True).get("Items", [])
-        if items:
-            job = _plain(items[0])
-            for entry in job.get("history", [])[shown_history:]:
+    while time.monotonic() < deadline and len(ended) < count:
+        jobs = [_plain(item) for item in dynamodb.scan(TableName=table, ConsistentRead=True).get("Items", [])]
+        for job in sorted(jobs, key=lambda j: str(j.get("queueKey") or j["createdAt"])):
+            label = f"{job['name']:<14}" if count > 1 else "job"
+            for entry in job.get("history", [])[shown.get(job["jobId"], 0) :]:
                 detail = f" ({entry['detail']})" if entry.get("detail") else ""
-                say(f"  {entry['at']}  job is {entry['status']:<10} (from {entry['source']}{detail})")
-            shown_history = len(job.get("history", []))
-            steps = _workflow_steps(sfn, stack.state["state_machine_arn"], job["jobId"])
-            for at, step in steps[shown_steps:]:
-                say(f"  {at}  workflow: {step}")
-            shown_steps = len(steps)
-            if job["status"] in TERMINAL and job.get("finalizedAt"):
-                return job
+                say(f"  {entry['at']}  {label} is {entry['status']:<10} (from {entry['source']}{detail})")
+            shown[job["jobId"]] = len(job.get("history", []))
+            if steps and job.get("executionName"):
+                found = _workflow_steps(sfn, stack.state["state_machine_arn"], job["executionName"])
+                for at, step in found[shown_steps.get(job["jobId"], 0) :]:
+                    say(f"  {at}  workflow: {step}")
+                shown_steps[job["jobId"]] = len(found)
+            written = job["status"] in TERMINAL and job.get("finalizedAt")
+            if written and all(done["jobId"] != job["jobId"] for done in ended):
+                ended.append(job)
         time.sleep(0.3)
-    return None
+    return ended
 
 
-def _workflow_steps(sfn: Any, state_machine_arn: str, job_id: str) -> list[tuple[str, str]]:
-    arn = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
+def _workflow_steps(sfn: Any, state_machine_arn: str, execution_name: str) -> list[tuple[str, str]]:
+    arn = state_machine_arn.replace(":stateMachine:", ":execution:") + f":{execution_name}"
     try:
         events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     except sfn.exceptions.ExecutionDoesNotExist:
@@ -95,13 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="default")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where to save the results")
     args = parser.parse_args(argv)
+    bulk = args.scenario == "bulk"
+    plan = {"SyncPlanConcurrency": "1"} if bulk else {}
 
     say(f"Starting the one-machine stack (scenario: {args.scenario}) ...")
     with (
         tempfile.TemporaryDirectory() as scratch,
         OneMachineStack(
-            parameter_overrides=TIMINGS,
-            emulator_config=EmulatorConfig(processing_seconds=2.0),
+            parameter_overrides=TIMINGS | plan,
+            emulator_config=EmulatorConfig(processing_seconds=2.0, concurrency=1 if bulk else 3),
             stack_name="lipsync-demo",
         ) as stack,
     ):
@@ -111,38 +123,52 @@ def main(argv: list[str] | None = None) -> int:
         video, audio = Path(scratch, "clip.mp4"), Path(scratch, "clip.wav")
         make_sample_video(video)
         make_sample_audio(audio)
-        say(
-            f"Uploading s3://{bucket}/inputs/{NAME}.mp4 ({video.stat().st_size} bytes) and .wav "
-            f"({audio.stat().st_size} bytes) ..."
-        )
-        s3.upload_file(str(video), bucket, f"inputs/{NAME}.mp4")
-        s3.upload_file(str(audio), bucket, f"inputs/{NAME}.wav")
+        names = [f"bulk/clip-{index}" for index in range(1, BULK_PAIRS + 1)] if bulk else [NAME]
+        if bulk:
+            say(f"A one-slot plan: {len(names)} pairs dropped at once wait their turn in the job queue.")
+        for name in names:
+            say(f"Uploading s3://{bucket}/inputs/{name}.mp4 ({video.stat().st_size} bytes) and .wav ...")
+            s3.upload_file(str(video), bucket, f"inputs/{name}.mp4")
+            s3.upload_file(str(audio), bucket, f"inputs/{name}.wav")
         say("Job progress:")
-        job = follow_job(stack, timeout=90)
-        if job is None:
-            say("The job did not finish in time.")
+        ended = follow_jobs(stack, len(names), timeout=120, steps=not bulk)
+        if len(ended) < len(names):
+            say("The jobs did not finish in time.")
             return 1
-
         args.out.mkdir(parents=True, exist_ok=True)
-        document_key = job["documentKey"]
-        document_path = args.out / Path(document_key).name
-        s3.download_file(bucket, document_key, str(document_path))
-        say(f"Job {job['jobId']} ended {job['status']} (finished by {job.get('finishedBy', 'n/a')}).")
-        say(f"  job document: s3://{bucket}/{document_key} -> {document_path}")
-        if job["status"] != "COMPLETED" or "outputChecksum" not in job:
-            say(json.dumps(job.get("error", {}), indent=2))
-            return 1
-        video_path = args.out / Path(job["outputKey"]).name
-        s3.download_file(bucket, job["outputKey"], str(video_path))
-        say(
-            f"  output video: s3://{bucket}/{job['outputKey']} -> {video_path} "
-            f"({video_path.stat().st_size} bytes, {job['outputChecksum']})"
-        )
+        failures = 0
+        for job in ended:
+            failures += not _save(stack, job, args.out)
+        if bulk:
+            say(f"Finished in arrival order: {', '.join(job['name'] for job in ended)}")
         calls = [
             f"{r['method']} {r['path'].split('/v2/')[1].split('/')[0]}" for r in stack.emulator.requests()
         ]
         say(f"  sync.so calls: {', '.join(calls)}")
-    return 0
+        say(f"  most generations in flight at sync.so: {stack.emulator.stats()['maxActive']}")
+    return 1 if failures else 0
+
+
+def _save(stack: OneMachineStack, job: dict[str, Any], out: Path) -> bool:
+    """Download the job's document (and video); True if it COMPLETED with its output."""
+    bucket, s3 = stack.state["bucket"], stack.client("s3")
+    document_key = job["documentKey"]
+    document_path = out / document_key.removeprefix("outputs/")
+    document_path.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, document_key, str(document_path))
+    finisher = job.get("finishedBy", "n/a")
+    say(f"Job {job['name']} ({job['jobId']}) ended {job['status']} (finished by {finisher}).")
+    say(f"  job document: s3://{bucket}/{document_key} -> {document_path}")
+    if job["status"] != "COMPLETED" or "outputChecksum" not in job:
+        say(json.dumps(job.get("error", {}), indent=2))
+        return False
+    video_path = out / job["outputKey"].removeprefix("outputs/")
+    s3.download_file(bucket, job["outputKey"], str(video_path))
+    say(
+        f"  output video: s3://{bucket}/{job['outputKey']} -> {video_path} "
+        f"({video_path.stat().st_size} bytes, {job['outputChecksum']})"
+    )
+    return True
 
 
 if __name__ == "__main__":

@@ -156,6 +156,16 @@ class FakeWorkflow:
 
 # ---------------------------------------------------------------------------- sync.so API
 
+
+def current_key(keys: list[str]) -> KeyProvider:
+    """A key provider that always reads the last key of `keys` (append to rotate)."""
+
+    def provide(fresh: bool = False) -> str:
+        return keys[-1]
+
+    return provide
+
+
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 

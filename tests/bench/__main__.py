@@ -4,15 +4,17 @@
 2. Handler cold-import time: each handler imported in a fresh Python 3.12 process against the
    built layer, with and without the compiled bytecode (Lambda's /opt is read-only, so missing or
    stale .pyc files are recompiled on every cold start).
-3. Per job, on the one-machine stack: Step Functions state transitions, Lambda invocations and
-   sync.so API calls, for a webhook-on-time job and for a lost-webhook job whose generation takes
-   ten simulated minutes (time scaled down 15x).
+3. Per job, on the one-machine stack: Step Functions state transitions, Lambda invocations (counted
+   by the function workers: intake, dispatch, webhook and the state machine's tasks) and sync.so
+   API calls, for a webhook-on-time job and for a lost-webhook job whose generation takes ten
+   simulated minutes (time scaled down 15x). Queueing costs no transitions: a job waits in the
+   job queue (DynamoDB), and its execution starts when it is dispatched.
 4. The AWS cost per 1,000 jobs from those counts and the list prices in shared/docs/references.md.
+5. DynamoDB reads and writes per dispatched job, as the dispatcher's code paths make them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -42,13 +44,22 @@ PRICE_S3_PUT = 0.005 / 1000
 PRICE_S3_GET = 0.0004 / 1000
 # Billed duration per invocation in production (references.md §D.5 model, incl. 10-20 % cold starts),
 # memory from template.yaml, and DynamoDB units per invocation read off the code paths.
-LAMBDA_MODEL = {  # function: (seconds, GB, write units, read units)
-    "SubmitFunction": (0.72, 0.5, 2, 0),
-    "WebhookFunction": (0.25, 0.5, 1, 1),
-    "ArmWebhookFunction": (0.15, 0.5, 1, 0),
-    "ReconcileFunction": (0.5, 0.5, 1, 0),
-    "FinalizeFunction": (1.5, 1.0, 2, 1),
+LAMBDA_MODEL = {  # function: (seconds, GB, write units, read units), per invocation
+    "SubmitFunction": (0.5, 0.5, 2, 0),  # one conditional PutItem per S3 event (the second one fails)
+    # A run that creates: plan GetItem, head Query, job GetItem; claim transaction (2 items, x2),
+    # record UpdateItem (~2 KB), settle UpdateItem. A run that finds nothing: GetItem + Query.
+    "DispatchFunction": (0.5, 0.5, 4, 2),
+    "WebhookFunction": (0.25, 0.5, 2, 1),
+    "ArmWebhookFunction": (0.15, 0.5, 2, 0),
+    "ReconcileFunction": (0.5, 0.5, 2, 1),
+    "FinalizeFunction": (1.5, 1.0, 8, 1),  # release transaction (x2), output and document fields
 }
+DISPATCH_READS = {
+    "plan GetItem (strong)": 1.0,
+    "queue head Query (keys only)": 0.5,
+    "job GetItem (strong)": 1.0,
+}
+DISPATCH_WRITES = {"claim transaction (plan + job, x2)": 4, "record the generation": 2, "settle the lease": 1}
 
 
 def heading(text: str) -> None:
@@ -165,17 +176,11 @@ def run_job(scenario: dict[str, Any], overrides: dict[str, str], processing_seco
             "events"
         ]
         transitions = sum(1 for event in history if event["type"].endswith("StateEntered"))
-        invoked = Counter(
-            json.loads(event["taskScheduledEventDetails"]["parameters"])["FunctionName"].split(":")[-1]
-            for event in history
-            if event["type"] == "TaskScheduled"
-        )
-        lambdas = Counter({"SubmitFunction": 1}) + Counter(
-            {name.removeprefix(stack.stack_name + "-"): count for name, count in invoked.items()}
+        stack.wait_idle(timeout=30)
+        lambdas = Counter(
+            {name: worker.invocations for name, worker in stack.workers.items() if worker.invocations}
         )
         webhooks = [hook for hook in stack.emulator.webhooks() if not hook.get("dropped")]
-        if webhooks:
-            lambdas["WebhookFunction"] += len(webhooks)
         calls = Counter(
             f"{r['method']} /v2/{r['path'].split('/v2/')[1].split('/')[0]}" for r in stack.emulator.requests()
         )
@@ -204,7 +209,8 @@ def cost_per_thousand(job: dict[str, Any]) -> dict[str, float]:
         "Lambda": lambda_cost,
         "API Gateway": job["webhooks"] * PRICE_REST_API_REQUEST,
         "DynamoDB": dynamodb,
-        "SQS": 3 * PRICE_SQS_REQUEST,  # receive, delete, and the S3 test/second-file message
+        # Two S3 events (receive + delete each), two kicks (send, receive, delete each).
+        "SQS": 10 * PRICE_SQS_REQUEST,
         "S3": 2 * PRICE_S3_PUT + 2 * PRICE_S3_GET,  # outputs .mp4 + .json; sync.so fetches 2 inputs
     }
     return {name: value * 1000 for name, value in costs.items()}
@@ -240,6 +246,14 @@ def measure_jobs() -> None:
         costs = cost_per_thousand(job)
         parts = ", ".join(f"{name} {value:.4f}" for name, value in costs.items())
         print(f"{label:<26} total {sum(costs.values()):.3f}  ({parts})")
+    sweep = 1440 * (PRICE_LAMBDA_REQUEST + 0.3 * 0.5 * PRICE_LAMBDA_GB_SECOND + 2 * PRICE_RRU)
+    print(f"{'the leak sweep':<26} {sweep * 30:.3f} per month, whatever the volume (1 run a minute)")
+    heading("DynamoDB per dispatched job")
+    reads = ", ".join(f"{name} {units:g}" for name, units in DISPATCH_READS.items())
+    writes = ", ".join(f"{name} {units:g}" for name, units in DISPATCH_WRITES.items())
+    print(f"reads  {sum(DISPATCH_READS.values()):g} RRU: {reads}")
+    print(f"writes {sum(DISPATCH_WRITES.values()):g} WRU: {writes}")
+    print("no Scan anywhere: the next job is the first item of the sparse queue-order index")
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from lipsync.webhook_auth import job_token, sign
 from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
 from local.sync_emulator import EmulatorConfig
@@ -36,7 +37,7 @@ TIMINGS = {
     "MaxJobSeconds": "12",
 }
 WEBHOOK_SECRET = "whsec_e2e_secret"
-TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "TIMED_OUT", "INVALID"}
+TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "CANCELED", "UNKNOWN", "TIMED_OUT", "STOPPED", "INVALID"}
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,31 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     return Media((folder / "v.mp4").read_bytes(), (folder / "a.wav").read_bytes())
 
 
+def start_stack(name: str, parameters: dict[str, str] | None = None, **emulator: Any) -> OneMachineStack:
+    """A stack from the real template; the plan's concurrency is the same on both sides unless told."""
+    overrides = TIMINGS | (parameters or {})
+    settings: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "processing_seconds": 1.0} | emulator
+    settings.setdefault("concurrency", int(overrides.get("SyncPlanConcurrency", "3")))
+    return OneMachineStack(
+        parameter_overrides=overrides,
+        emulator_config=EmulatorConfig(**settings),
+        stack_name=name,
+        schedule_period_seconds=2.0,  # the leak sweep, every 2 s instead of every minute
+    ).start()
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[OneMachineStack]:
-    config = EmulatorConfig(webhook_secret=WEBHOOK_SECRET, processing_seconds=1.0, concurrency=3)
-    with OneMachineStack(parameter_overrides=TIMINGS, emulator_config=config, stack_name="e2e") as running:
+    running = start_stack("e2e")
+    try:
         yield running
+    finally:
+        running.stop()
 
 
 def finished(job: dict[str, Any]) -> bool:
-    """Terminal and written out: by finalize, or by submit for jobs sync.so never accepted."""
-    return job["status"] in TERMINAL and ("finalizedAt" in job or "generationId" not in job)
+    """Final and written out (finalize, dispatch and stop mark it; intake writes INVALID ones at once)."""
+    return job["status"] in TERMINAL and ("finalizedAt" in job or job["status"] == "INVALID")
 
 
 class Pipeline:
@@ -135,9 +151,18 @@ class Pipeline:
         answer = self.s3.list_object_versions(Bucket=self.bucket, Prefix=key)
         return [version for version in answer.get("Versions", []) if version["Key"] == key]
 
-    def execution_history(self, job_id: str) -> list[dict[str, Any]]:
-        arn = self.stack.state["state_machine_arn"].replace(":stateMachine:", ":execution:") + f":{job_id}"
+    def execution_arn(self, name: str) -> str:
+        return (
+            str(self.stack.state["state_machine_arn"]).replace(":stateMachine:", ":execution:") + f":{name}"
+        )
+
+    def execution_history(self, execution_name: str) -> list[dict[str, Any]]:
+        arn = self.execution_arn(execution_name)
         return self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+
+    def execution_input(self, execution_name: str) -> dict[str, Any]:
+        answer = self.sfn.describe_execution(executionArn=self.execution_arn(execution_name))
+        return dict(json.loads(answer["input"]))
 
     # ------------------------------------------------------------------ sync.so side
     def api_calls(self, method: str, path_part: str = "") -> list[dict[str, Any]]:
@@ -159,6 +184,14 @@ class Pipeline:
         )
         SigV4Auth(credentials, "execute-api", self.stack.state["region"]).add_auth(request)
         return httpx.get(url, headers=dict(request.headers.items()))
+
+    def deliver_webhook(self, job_id: str, payload: dict[str, Any]) -> int:
+        """A delivery with valid credentials (the job's URL token and a current signature)."""
+        body = json.dumps(payload).encode()
+        token = job_token(self.token_key(), job_id)
+        url = f"{self.stack.state['api_url']}/webhooks/sync/{job_id}?token={token}"
+        signature = sign(WEBHOOK_SECRET, body, int(time.time()))
+        return httpx.post(url, content=body, headers={"Sync-Signature": signature}, timeout=10).status_code
 
     def token_key(self) -> str:
         secrets = self.stack.client("secretsmanager")

@@ -28,7 +28,7 @@ def gets(pipeline: Pipeline, job: dict[str, Any]) -> list[dict[str, Any]]:
 def states_entered(pipeline: Pipeline, job: dict[str, Any]) -> list[str]:
     return [
         event["stateEnteredEventDetails"]["name"]
-        for event in pipeline.execution_history(job["jobId"])
+        for event in pipeline.execution_history(job["executionName"])
         if event["type"].endswith("StateEntered")
     ]
 
@@ -61,6 +61,7 @@ def assert_document(pipeline: Pipeline, job: dict[str, Any], status: str) -> dic
     assert "X-Amz-Signature" not in json.dumps(document)
     assert document["timings"]["totalSeconds"] >= 0
     assert document["history"][0]["status"] == "QUEUED"
+    assert document["generations"][-1]["generationId"] == job["generationId"]
     return document
 
 
@@ -76,12 +77,13 @@ def test_webhook_on_time_finishes_without_polling(pipeline: Pipeline) -> None:
     assert document["outputKey"] == f"outputs/{name}.mp4"
     assert document["outputDuration"] > 0
     assert [(entry["status"], entry["source"]) for entry in document["history"]] == [
-        ("QUEUED", "submit"),
-        ("PENDING", "submit"),
-        ("COMPLETED", "webhook"),
+        ("QUEUED", "intake"),
+        ("SUBMITTING", "dispatch"),
+        ("PENDING", "dispatch"),
+        ("COMPLETED", "finalize"),  # read with a GET after the webhook woke the execution
     ]
     # Every task is idempotent: finalize again, and still one output object and one document.
-    again = pipeline.stack.invoke("FinalizeFunction", {"jobId": job["jobId"]})
+    again = pipeline.stack.invoke("FinalizeFunction", pipeline.execution_input(job["executionName"]))
     assert again == {"status": "COMPLETED", "outputKey": job["outputKey"]}
     assert len(pipeline.versions(job["outputKey"])) == 1
     assert len(pipeline.versions(job["documentKey"])) == 1
@@ -104,7 +106,7 @@ def test_a_dropped_webhook_is_recovered_by_polling(pipeline: Pipeline) -> None:
 
 def test_a_webhook_before_the_token_is_armed_still_wakes_the_job(pipeline: Pipeline) -> None:
     # The generation finishes at once and its webhook goes out while sync.so's 201 is still on its
-    # way (latency): the webhook lands before submit even records the generation, so before the token.
+    # way (latency): the webhook lands before dispatch records the generation, so before the token.
     pipeline.stack.emulator.set_scenario({"processingSeconds": 0, "latencySeconds": 1.5})
     name = pipeline.drop_pair("early")
     job = pipeline.wait_job(name)
@@ -139,7 +141,7 @@ def test_duplicate_and_reordered_webhooks_change_nothing(pipeline: Pipeline, mod
     assert [hook["responseStatus"] for hook in answered] == [200, 200]
     job = pipeline.jobs(name)[0]
     statuses = [entry["status"] for entry in job["history"]]
-    assert statuses == ["QUEUED", "PENDING", "COMPLETED"]
+    assert statuses == ["QUEUED", "SUBMITTING", "PENDING", "COMPLETED"]
     assert_output_copied(pipeline, job)
     assert_document(pipeline, job, "COMPLETED")
 
@@ -148,16 +150,17 @@ def test_a_failed_generation_is_recorded_with_the_api_error_and_nothing_copied(p
     pipeline.stack.emulator.set_scenario(
         {
             "outcome": "FAILED",
-            "outcomeErrorCode": "generation_pipeline_failed",
-            "outcomeError": "Model crashed.",
+            "outcomeErrorCode": "generation_face_not_detected",  # permanent: never sent again
+            "outcomeError": "No face.",
         }
     )
     name = pipeline.drop_pair("failed")
     job = pipeline.wait_job(name)
     assert job["status"] == "FAILED"
     document = assert_document(pipeline, job, "FAILED")
-    assert document["error"] == {"code": "generation_pipeline_failed", "message": "Model crashed."}
+    assert document["error"] == {"code": "generation_face_not_detected", "message": "No face."}
     assert pipeline.versions(f"outputs/{name}.mp4") == []
+    assert len(pipeline.generation_posts()) == 1
 
 
 def test_a_rejected_generation_without_a_webhook_is_found_by_polling(pipeline: Pipeline) -> None:
@@ -199,7 +202,7 @@ def test_finalize_is_retried_after_a_failure_mid_copy(pipeline: Pipeline) -> Non
     name = pipeline.drop_pair("mid-copy")
     job = pipeline.wait_job(name)
     assert job["status"] == "COMPLETED"
-    history = pipeline.execution_history(job["jobId"])
+    history = pipeline.execution_history(job["executionName"])
     failures = [event for event in history if event["type"] == "TaskFailed"]
     assert len(failures) == 1
     assert "RemoteProtocolError" in failures[0]["taskFailedEventDetails"]["error"]
@@ -234,7 +237,7 @@ def test_a_forged_webhook_changes_nothing_and_its_url_is_never_fetched(pipeline:
         signature = sign(WEBHOOK_SECRET, body, int(time.time()))
         forged = httpx.post(f"{url}?token={'f' * 64}", content=body, headers={"Sync-Signature": signature})
         assert forged.status_code == 403
-        assert pipeline.jobs(name)[0]["history"] == job["history"]
+        assert pipeline.jobs(name)[0]["history"][: len(job["history"])] == job["history"]
 
         # Even a delivery with valid credentials is only a signal: the output comes from the GET's URL.
         token = job_token(pipeline.token_key(), job["jobId"])

@@ -1,4 +1,5 @@
-"""Files in, statuses back: S3 -> SQS -> submit, and the webhook receiver, on the one-machine stack."""
+"""Files in, statuses back: S3 -> SQS -> intake -> the job queue -> dispatch, and the webhook
+receiver, on the one-machine stack."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_a_pair_makes_exactly_one_post_with_the_pipeline_webhook(pipeline: Pipel
     job = pipeline.wait_job(name)
     assert job["status"] == "COMPLETED"
     (post,) = pipeline.generation_posts()
-    assert post["headers"]["idempotency-key"] == job["jobId"]
+    assert post["headers"]["idempotency-key"] == f"{job['jobId']}.1"
     assert post["body"]["model"] == "lipsync-2"
     assert post["body"]["options"] == {"sync_mode": "bounce"}
     assert (
@@ -79,35 +80,51 @@ def test_five_duplicate_deliveries_of_one_event_make_one_post(pipeline: Pipeline
     assert [entry["status"] for entry in history].count("PENDING") == 1
 
 
-def test_a_429_storm_and_5xx_recover_without_a_duplicate_generation(pipeline: Pipeline) -> None:
+def test_429s_and_uncertain_answers_recover_with_one_generation_and_the_right_keys(
+    pipeline: Pipeline,
+) -> None:
     pipeline.stack.emulator.set_scenario(
         {
             "createFailures": [
-                {"status": 500, "errorCode": "internal_error", "count": 1},
-                {"status": 503, "afterCreate": True, "count": 1},  # created, but the answer is lost
                 {"status": 429, "errorCode": "rate_limit_exceeded", "count": 2, "retryAfterSeconds": 1},
                 {"status": 429, "errorCode": "concurrency_limit_reached", "count": 1, "retryAfterSeconds": 1},
+                {"status": 500, "errorCode": "internal_error", "count": 1},
+                {"status": 503, "afterCreate": True, "count": 1},  # created, but the answer is lost
             ],
-            "processingSeconds": 8,
         }
     )
     name = pipeline.drop_pair("storm")
-    queued = pipeline.wait_job(name, until=lambda job: job.get("submitAttempts", 0) >= 1, timeout=30)
-    assert queued["status"] == "QUEUED"  # waiting out the 429, not failed
+    waiting = pipeline.wait_job(name, until=lambda job: "lastError" in job, timeout=30)
+    assert waiting["status"] in ("QUEUED", "SUBMITTING")  # waiting its turn again, not failed
     job = pipeline.wait_job(name, timeout=60)
     assert job["status"] == "COMPLETED"
     posts = pipeline.generation_posts()
-    statuses = [post["status"] for post in posts]
-    # The last retry either replays the lost create (201), or finds that the generation's webhook
-    # already told the job its id, and sends nothing more.
-    assert statuses in ([500, 503, 429, 429, 429, 201], [500, 503, 429, 429, 429])
-    assert {post["headers"]["idempotency-key"] for post in posts} == {job["jobId"]}
-    assert len({json.dumps(post["body"], sort_keys=True) for post in posts}) == 1  # the same body every time
-    assert job["submitAttempts"] == 5  # every failed try counted, the job never failed
+    assert [post["status"] for post in posts] == [429, 429, 429, 500, 503]
+    # A definite "no" (429) gets a fresh body and key next time; an uncertain answer (500) is retried
+    # with the same key and bytes, and the 503 that names the generation is adopted: no 201 needed.
+    keys = [post["headers"]["idempotency-key"] for post in posts]
+    assert keys == [f"{job['jobId']}.{n}" for n in (1, 2, 3, 4, 4)]
+    assert posts[3]["body"] == posts[4]["body"]
     generations = httpx.get(
         f"{pipeline.stack.emulator.url}/v2/generations", headers={"x-api-key": "sk-emulator"}
     ).json()
     assert [generation["id"] for generation in generations] == [job["generationId"]]
+    assert [g["generationId"] for g in job["generations"]] == [job["generationId"]]
+
+
+def test_a_409_naming_the_generation_is_adopted(pipeline: Pipeline) -> None:
+    pipeline.stack.emulator.set_scenario(
+        {
+            "createFailures": [
+                {"status": 409, "errorCode": "IDEMPOTENCY_REQUEST_IN_PROGRESS", "afterCreate": True}
+            ]
+        }
+    )
+    name = pipeline.drop_pair("conflict")
+    job = pipeline.wait_job(name)
+    assert job["status"] == "COMPLETED"
+    assert [post["status"] for post in pipeline.generation_posts()] == [409]
+    assert pipeline.document(name)["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize(
@@ -264,12 +281,13 @@ def test_webhook_deliveries_land_in_dynamodb_and_forged_ones_change_nothing(pipe
     assert unchanged["status"] == job["status"]
     assert unchanged["history"] == job["history"]
 
-    # A genuine delivery (valid token and signature) lands, with its source and time.
+    # A genuine delivery (valid token and signature) is recorded as a signal, never as a status.
     processing = json.dumps({"id": job["generationId"], "status": "PROCESSING"})
     assert deliver(f"?token={token}", payload=processing) == 200
-    updated = pipeline.wait_job(name, until=lambda j: j["status"] == "PROCESSING")
-    assert updated["history"][-1]["source"] == "webhook"
-    assert updated["history"][-1]["status"] == "PROCESSING"
+    updated = pipeline.wait_job(name, until=lambda j: j.get("webhookStatus") == "PROCESSING")
+    assert updated["status"] == job["status"]
+    assert updated["history"] == job["history"]
+    assert updated["webhookSignature"] == "raw"
     assert deliver(f"?token={token}", payload=processing) == 200  # a duplicate: accepted, changes nothing
     assert pipeline.jobs(name)[0]["history"] == updated["history"]
 
@@ -284,7 +302,7 @@ def test_status_routes_need_iam_and_hide_secrets(pipeline: Pipeline) -> None:
     view = answer.json()
     assert view["jobId"] == job["jobId"]
     assert view["status"] == "COMPLETED"
-    for private in ("requestBody", "taskToken", "outputUrl"):
+    for private in ("requestBody", "requestTemplate", "idempotencyKey", "leaseId", "taskToken", "outputUrl"):
         assert private not in view
     assert "X-Amz-Signature" not in answer.text
     assert "token=" not in answer.text
@@ -297,3 +315,6 @@ def test_status_routes_need_iam_and_hide_secrets(pipeline: Pipeline) -> None:
     assert second["jobs"][0]["jobId"] != first["jobs"][0]["jobId"]
     assert pipeline.signed_get("/jobs?limit=1000").status_code == 400
     assert pipeline.signed_get("/jobs?cursor=garbage").status_code == 400
+    queue = pipeline.signed_get("/queue").json()
+    assert set(queue) >= {"queued", "inFlight", "slots", "createRatePerMinute", "etaToDrainSeconds"}
+    assert queue["slots"] == 3

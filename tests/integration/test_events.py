@@ -32,6 +32,18 @@ def stack() -> Iterator[OneMachineStack]:
         yield running
 
 
+def wait_for_posts(stack: OneMachineStack, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """The creates sync.so received, once there are `count` (intake queues the jobs; dispatch creates)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        posts = [
+            r for r in stack.emulator.requests() if r["method"] == "POST" and r["path"] == "/v2/generate"
+        ]
+        if len(posts) >= count or time.monotonic() > deadline:
+            return posts
+        time.sleep(0.2)
+
+
 def test_env_json_is_what_the_template_provisions(stack: OneMachineStack) -> None:
     expected = stack.sam_local_env(CLI_PORTS)
     assert json.loads((EVENTS / "env.json").read_text()) == expected, (
@@ -69,7 +81,7 @@ def test_submit_events_start_jobs(stack: OneMachineStack, tmp_path: Path) -> Non
 
     jobs = stack.client("dynamodb").scan(TableName=stack.state["jobs_table"])["Items"]
     assert sorted(item["name"]["S"] for item in jobs) == ["sample clip", "sample-manifest"]
-    posts = [r for r in stack.emulator.requests() if r["method"] == "POST" and r["path"] == "/v2/generate"]
+    posts = wait_for_posts(stack, 2)
     assert len(posts) == 2  # the notifications and the sample events were the same two jobs
     manifest_post = next(post for post in posts if post["body"]["options"]["sync_mode"] == "cut_off")
     assert manifest_post["body"]["model"] == "lipsync-2"
@@ -81,7 +93,17 @@ def test_webhook_event_shows_the_token_check(stack: OneMachineStack) -> None:
     assert json.loads(answer["body"]) == {"message": "the webhook URL's token is not valid for this job"}
 
 
+def test_dispatch_events(stack: OneMachineStack) -> None:
+    assert stack.invoke("DispatchFunction", event("dispatch-kick.json"))["stoppedBecause"]
+    assert stack.invoke("DispatchFunction", event("dispatch-sweep.json"))["stoppedBecause"]
+    # An execution of a job that does not exist: nothing to end, and nothing breaks.
+    assert stack.invoke("DispatchFunction", event("dispatch-execution-ended.json"))["status"] is None
+
+
 def test_status_events(stack: OneMachineStack) -> None:
+    queue = stack.invoke("StatusFunction", event("status-queue.json"))
+    assert queue["statusCode"] == 200
+    assert json.loads(queue["body"])["slots"] == 3
     missing = stack.invoke("StatusFunction", event("status-get-job.json"))
     assert missing["statusCode"] == 404
     deadline = time.monotonic() + 30

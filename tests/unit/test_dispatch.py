@@ -17,7 +17,7 @@ from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher
 from lipsync.intake import Intake
 from lipsync.jobs import Job, JobStatus
 from lipsync.webhook_auth import job_token
-from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow
+from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
 from tests.tables import ADMISSION_TABLE, JOBS_TABLE, SeededStore, make_tables
 
 BUCKET = "media-bucket"
@@ -100,7 +100,7 @@ class World:
             store=self.store,
             admission=self.admission,
             storage=self.storage,
-            sync=self.api.client(lambda fresh=False: self.keys[-1]),
+            sync=self.api.client(current_key(self.keys)),
             workflow=self.workflow,
             kicker=self.kicker,
             token_key=TOKEN_KEY,

@@ -27,7 +27,7 @@ from lipsync.models import Generation
 from lipsync.sync_client import SyncRetryableError
 from lipsync.webhook_auth import job_token
 from lipsync.webhooks import WebhookReceiver, arm_webhook_wait
-from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow
+from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
 from tests.tables import SeededStore, make_tables
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -690,7 +690,7 @@ def test_a_rotated_api_key_is_read_again_and_the_poll_succeeds() -> None:
         )
     )
     seed(store)
-    client = api.client(lambda fresh=False: keys[-1])
+    client = api.client(current_key(keys))
     keys.append("sk-new")
     assert reconcile(store, client, state(), 1, clock())["status"] == "PROCESSING"
     assert [request.headers["x-api-key"] for request in api.requests] == ["sk-old", "sk-new"]

@@ -13,6 +13,7 @@ from lipsync.sync_client import (
     SyncRetryableError,
     parse_retry_after,
 )
+from tests.fakes import current_key
 
 REQUEST = GenerateRequest.model_validate(
     {
@@ -236,9 +237,7 @@ def test_a_401_on_a_read_re_reads_the_key_once_and_retries_with_the_new_one() ->
             return httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401})
         return httpx.Response(200, json={"id": "g", "status": "PROCESSING"})
 
-    client = SyncClient(
-        "https://api.sync.example", lambda fresh=False: keys[-1], transport=httpx.MockTransport(api)
-    )
+    client = SyncClient("https://api.sync.example", current_key(keys), transport=httpx.MockTransport(api))
     keys.append("sk-new")
     assert client.get_generation("g").status == "PROCESSING"
     assert seen == ["sk-old", "sk-new"]
