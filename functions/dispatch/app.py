@@ -106,7 +106,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("execution ended without finalizing", extra=result)
         return result
     run = wiring().dispatcher
-    report = run.sweep() if event.get("sweep") else run.run()
+    seconds = context.get_remaining_time_in_millis() / 1000 - 15  # leave time to record a last create
+    report = run.sweep(seconds) if event.get("sweep") else run.run(seconds)
     report_metrics(report)
     logger.info("dispatch", extra=report.__dict__)
     return {"created": len(report.created), "stoppedBecause": report.stopped_because}

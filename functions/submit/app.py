@@ -7,7 +7,7 @@ fails (and is redelivered, then dead-lettered) only when AWS itself fails.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -34,10 +34,12 @@ def intake() -> tuple[Intake, SqsKicker]:
     return Intake(settings, store, S3Storage(settings.media_bucket), kicker), kicker
 
 
-def intake_record(record: SQSRecord) -> None:
+def intake_record(queued: list[str], record: SQSRecord) -> None:
     for created in created_objects(record.body):
         logger.append_keys(key=created.key)
         outcome, job = intake()[0].handle(created)
+        if outcome == "queued":
+            queued.append(created.key)
         count(f"Jobs{outcome.capitalize()}")
         logger.info(
             "object processed",
@@ -51,8 +53,10 @@ def intake_record(record: SQSRecord) -> None:
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    queued: list[str] = []
     answer = process_partial_response(
-        event=event, record_handler=intake_record, processor=processor, context=context
+        event=event, record_handler=partial(intake_record, queued), processor=processor, context=context
     )
-    intake()[1].kick(0, "jobs queued")  # one kick per batch: the dispatcher takes as many as fit
+    if queued:  # one kick per batch: the dispatcher takes as many jobs as fit
+        intake()[1].kick(0, "jobs queued")
     return answer

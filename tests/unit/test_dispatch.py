@@ -447,3 +447,25 @@ def test_the_sweep_frees_slots_of_jobs_that_are_no_longer_in_flight(world: World
     assert report.released == 2
     assert world.job("next").status == "PENDING"
     assert len(world.held()) == 2
+
+
+def test_the_sweep_stops_a_job_nothing_followed_past_its_deadline(world: World) -> None:
+    world.drop_pair("orphan", at(1))
+    world.dispatcher(concurrency=1).run()
+    world.now[0] += TIMINGS.max_job_seconds + 3601
+    report = world.dispatcher(concurrency=1).sweep()
+    assert report.released == 1
+    job = world.job("orphan")
+    assert job.status == "STOPPED"
+    assert job.error is not None
+    assert job.error.code == "job_abandoned"
+    assert world.held() == {}
+    assert world.storage.documents["outputs/orphan.json"]["status"] == "STOPPED"
+
+
+def test_the_earliest_delayed_kick_wins(world: World) -> None:
+    admission = world.admission
+    assert admission.schedule_wake(1060.0, 1000.0)
+    assert not admission.schedule_wake(1070.0, 1001.0)  # a later one is not needed: that run reschedules
+    assert admission.schedule_wake(1010.0, 1002.0)  # an earlier one is
+    assert admission.schedule_wake(1080.0, 1061.0)  # the pending one is over

@@ -246,12 +246,13 @@ class DynamoAdmission:
             )
 
     def schedule_wake(self, at: float, now: float) -> bool:
-        """True for the one caller that should send the delayed kick for `at` (others see it set)."""
+        """True for the one caller that should send the delayed kick for `at`: nobody has one pending,
+        or the pending one is later (the earliest wake wins; that run schedules the next)."""
         try:
             self._client.update_item(
                 **self._plan_update(
                     "SET wakeAt = :at",
-                    "attribute_not_exists(wakeAt) OR wakeAt <= :now",
+                    "attribute_not_exists(wakeAt) OR wakeAt <= :now OR wakeAt > :at",
                     {},
                     {":at": at, ":now": now},
                 )

@@ -45,6 +45,7 @@ from lipsync.jobs import (
     status_from_api,
     utc_now,
 )
+from lipsync.lifecycle import Slots, stop
 from lipsync.models import Generation
 from lipsync.planning import RequestTemplate
 from lipsync.sync_client import SyncApiError, SyncPermanentError, SyncRetryableError
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from lipsync.workflow import Workflow
 
 MAX_STEPS = 25  # claims and re-drives per kick; the next kick continues
+ABANDONED_AFTER_SECONDS = 3600.0  # past MaxJobSeconds, a job in flight that nothing finished is stopped
 HEAD_BATCH = 5
 LEASE_SECONDS = 30.0  # longer than one create call (8 s timeout) with margin
 MAX_UNCERTAIN_CREATES = 8  # tries of one create whose outcome stays unknown
@@ -123,10 +125,14 @@ class Dispatcher:
         self._clock = clock
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> DispatchReport:
+    def run(self, seconds: float = 40.0) -> DispatchReport:
+        """Dispatch what fits, for at most `seconds` (the caller's time left, with a margin)."""
         report = DispatchReport()
+        until = self._clock() + seconds
         for _ in range(MAX_STEPS):
             now = self._clock()
+            if now > until:
+                break
             plan = self._admission.read()
             if plan.paused_until > now:
                 self._wake_at(plan.paused_until, now)
@@ -154,7 +160,7 @@ class Dispatcher:
             job = self._claim(plan, slot, head, now)
             if job is not None:
                 self._create(plan, job, slot, report)
-        report.stopped_because = "step budget"
+        report.stopped_because = "time or step budget"
         self._kicker.kick(0, "continue")
         return report
 
@@ -383,17 +389,29 @@ class Dispatcher:
         self._wake_at(now + seconds, now)
 
     # ------------------------------------------------------------------ the sweep
-    def sweep(self) -> DispatchReport:
-        """Free every slot whose job is not in flight on it any more (whatever ended it), then run."""
+    def sweep(self, seconds: float = 40.0) -> DispatchReport:
+        """Free every slot whose job is not in flight on it any more (whatever ended it), stop jobs
+        that nothing follows any more (past their deadline by an hour), then run."""
         plan = self._admission.read()
         released = 0
+        abandoned_before = self._clock() - self._timings.max_job_seconds - ABANDONED_AFTER_SECONDS
         for slot, holder in plan.slots.items():
             job = self._store.get(holder.job_id)
-            if (job is None or job.slot != slot or job.status not in IN_FLIGHT) and self._admission.release(
-                slot, holder.job_id, duration=None
-            ):
+            if job is None or job.slot != slot or job.status not in IN_FLIGHT:
+                released += self._admission.release(slot, holder.job_id, duration=None)
+            elif job.status != JobStatus.SUBMITTING and holder.since < abandoned_before:
+                error = JobError(code="job_abandoned", message="no workflow followed the job to its end")
+                stop(
+                    self._store,
+                    self._storage,
+                    self._sync,
+                    Slots(self._admission, self._kicker),
+                    job.job_id,
+                    None,
+                    error,
+                )
                 released += 1
-        report = self.run()
+        report = self.run(seconds)
         report.released = released
         return report
 
