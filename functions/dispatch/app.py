@@ -85,7 +85,7 @@ def execution_ended(detail: dict[str, Any]) -> dict[str, Any]:
     name = str(detail["name"])
     execution_input = json.loads(detail.get("input") or "{}")
     job_id = execution_input.get("jobId") or job_id_of_execution(name)
-    logger.append_keys(job_id=job_id, execution=name)
+    logger.append_keys(job_id=job_id, execution=name, execution_status=detail.get("status"))
     error = workflow_error(f"{detail.get('status')}", detail.get("cause") or detail.get("error"))
     return stop(
         wired.store,
@@ -109,5 +109,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     seconds = context.get_remaining_time_in_millis() / 1000 - 15  # leave time to record a last create
     report = run.sweep(seconds) if event.get("sweep") else run.run(seconds)
     report_metrics(report)
-    logger.info("dispatch", extra=report.__dict__)
+    logger.info("dispatch", extra=report.log_fields())
     return {"created": len(report.created), "stoppedBecause": report.stopped_because}

@@ -45,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=CLI_PORTS.api, help="API Gateway front door")
     parser.add_argument("--sync-port", type=int, default=CLI_PORTS.sync, help="sync.so emulator")
     parser.add_argument(
+        "--function-concurrency",
+        type=int,
+        default=4,
+        help="parallel invocations per function without ReservedConcurrentExecutions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--schedule-period-seconds",
+        type=float,
+        help="fire every Schedule event this often instead of its rate(...)",
+    )
+    parser.add_argument(
         "--env-file",
         help="also write `sam local invoke --env-vars` content here (default: <state file>.env.json)",
     )
@@ -70,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         stack_name=args.stack_name,
         state_file=args.state_file,
         ports=Ports(aws=args.aws_port, api=args.api_port, sync=args.sync_port),
+        function_concurrency=args.function_concurrency,
+        schedule_period_seconds=args.schedule_period_seconds,
     )
     try:
         stack.start()

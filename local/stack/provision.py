@@ -39,6 +39,7 @@ class FunctionSpec:
     code_dir: Path
     layer_dirs: tuple[Path, ...]
     environment: dict[str, str]
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,34 @@ class SqsSource:
     report_batch_item_failures: bool
     maximum_concurrency: int | None
     enabled: bool
+    maximum_batching_window: int = 0  # MaximumBatchingWindowInSeconds
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    """One `Type: Schedule` event: an EventBridge rule with a rate expression."""
+
+    function: str
+    event: str  # the event's key under the function's Events
+    rule_name: str
+    rule_arn: str
+    expression: str
+    period_seconds: float
+    input: Any  # the parsed Input, or None: Lambda gets EventBridge's scheduled event
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class RuleSource:
+    """One `Type: EventBridgeRule` event: an event pattern on the default bus."""
+
+    function: str
+    event: str
+    rule_name: str
+    rule_arn: str
+    pattern: dict[str, Any]
+    input: Any  # the parsed Input (replaces the event), or None
+    enabled: bool
 
 
 @dataclass
@@ -72,6 +101,8 @@ class ProvisionedStack:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     routes: list[ApiRoute] = field(default_factory=list)
     sqs_sources: list[SqsSource] = field(default_factory=list)
+    schedules: list[ScheduleSource] = field(default_factory=list)
+    rules: list[RuleSource] = field(default_factory=list)
     api_stages: dict[str, str] = field(default_factory=dict)  # Api logical id -> stage name
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was recorded but not enforced
@@ -79,6 +110,8 @@ class ProvisionedStack:
 
 IMPLICIT_API = "ServerlessRestApi"  # SAM's API for Api events without RestApiId
 
+_RATE = re.compile(r"rate\((?P<value>\d+) (?P<unit>minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z0-9_.:-]+\}")
 _LAMBDA_ASSUME = {
     "Version": "2012-10-17",
@@ -147,7 +180,10 @@ class Provisioner:
     # ------------------------------------------------------------------ driver
     def run(self) -> ProvisionedStack:
         resources = apply_globals(self.template)
-        for name in creation_order(resources):
+        # SAM turns a function's Events into resources of their own (rules, permissions, mappings)
+        # that depend on the function and on what they name: they must not order the function.
+        ordered = creation_order({n: _without_events(r) for n, r in resources.items()})
+        for name in ordered:
             resource = resources[name]
             kind = resource.get("Type", "")
             condition = resource.get("Condition")
@@ -167,6 +203,15 @@ class Provisioner:
                 "Ref": self.resolver.refs.get(name),
                 **self.resolver.attributes.get(name, {}),
             }
+        for name in resources:  # template order: the first SQS source is the template's first
+            if name not in self.result.functions:
+                continue
+            events = self.resolver.resolve((resources[name].get("Properties") or {}).get("Events") or {})
+            for event_name, event in events.items():
+                try:
+                    self._add_event(name, event_name, event)
+                except (TemplateError, BotoCoreError, ClientError) as error:
+                    raise TemplateError(f"{name} (AWS::Serverless::Function): {error}") from error
         for name, output in (self.template.get("Outputs") or {}).items():
             if "Condition" in output and not self.resolver.condition(output["Condition"]):
                 continue
@@ -389,7 +434,8 @@ class Provisioner:
         return str(arn)
 
     def _create_function(self, name: str, props: dict[str, Any]) -> None:
-        props = self.resolver.resolve(props)
+        # Events are added once every resource exists (see run()).
+        props = self.resolver.resolve({k: v for k, v in props.items() if k != "Events"})
         if props.get("PackageType", "Zip") != "Zip" or "InlineCode" in props:
             raise TemplateError("only Zip functions with a local CodeUri are supported")
         runtime = str(props.get("Runtime", ""))
@@ -423,6 +469,12 @@ class Provisioner:
             Description=str(props.get("Description", "")),
         )
         arn = created["FunctionArn"]
+        reserved = props.get("ReservedConcurrentExecutions")
+        if reserved is not None:
+            reserved = int(reserved)
+            self.client("lambda").put_function_concurrency(
+                FunctionName=function_name, ReservedConcurrentExecutions=reserved
+            )
         self.result.functions[name] = FunctionSpec(
             logical_id=name,
             name=function_name,
@@ -434,10 +486,9 @@ class Provisioner:
             code_dir=code_dir,
             layer_dirs=layer_dirs,
             environment=environment,
+            reserved_concurrency=reserved,
         )
         self._set(name, function_name, Arn=arn)
-        for event_name, event in (props.get("Events") or {}).items():
-            self._add_event(name, event_name, event)
 
     def _check_handler(self, code_dir: Path, handler: str) -> None:
         module, _, function = handler.rpartition(".")
@@ -487,24 +538,137 @@ class Provisioner:
                 )
             )
         elif kind == "SQS":
-            queue_arn = str(props["Queue"])
-            queue_name = queue_arn.rsplit(":", 1)[-1]
-            queue_url = self.client("sqs").get_queue_url(QueueName=queue_name)["QueueUrl"]
-            concurrency = (props.get("ScalingConfig") or {}).get("MaximumConcurrency")
-            self.result.sqs_sources.append(
-                SqsSource(
-                    function=function,
-                    queue_arn=queue_arn,
-                    queue_url=queue_url,
-                    batch_size=int(props.get("BatchSize", 10)),
-                    report_batch_item_failures="ReportBatchItemFailures"
-                    in props.get("FunctionResponseTypes", []),
-                    maximum_concurrency=int(concurrency) if concurrency is not None else None,
-                    enabled=_text(props.get("Enabled", True)) == "true",
-                )
-            )
+            self._add_sqs_source(function, where, props)
+        elif kind == "Schedule":
+            self._add_schedule(function, event_name, props)
+        elif kind == "EventBridgeRule":
+            self._add_rule(function, event_name, props)
         else:
             raise TemplateError(f"{where}: event type {kind!r} is not supported by the one-machine stack")
+
+    def _add_sqs_source(self, function: str, where: str, props: dict[str, Any]) -> None:
+        queue_arn = str(props["Queue"])
+        queue_name = queue_arn.rsplit(":", 1)[-1]
+        queue_url = self.client("sqs").get_queue_url(QueueName=queue_name)["QueueUrl"]
+        batch_size = int(props.get("BatchSize", 10))
+        window = int(props.get("MaximumBatchingWindowInSeconds", 0))
+        concurrency = (props.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        # The checks Lambda's CreateEventSourceMapping makes, so a template AWS rejects fails here too.
+        if not 0 <= window <= 300:
+            raise TemplateError(f"{where}: MaximumBatchingWindowInSeconds must be 0..300")
+        if queue_name.endswith(".fifo") and (batch_size > 10 or window):
+            raise TemplateError(f"{where}: a FIFO queue allows BatchSize <= 10 and no batching window")
+        if not 1 <= batch_size <= 10000 or (batch_size > 10 and window == 0):
+            raise TemplateError(
+                f"{where}: BatchSize must be 1..10 (up to 10000 with MaximumBatchingWindowInSeconds > 0)"
+            )
+        if concurrency is not None and not 2 <= int(concurrency) <= 1000:
+            raise TemplateError(f"{where}: ScalingConfig.MaximumConcurrency must be 2..1000")
+        self.result.sqs_sources.append(
+            SqsSource(
+                function=function,
+                queue_arn=queue_arn,
+                queue_url=queue_url,
+                batch_size=batch_size,
+                report_batch_item_failures="ReportBatchItemFailures"
+                in props.get("FunctionResponseTypes", []),
+                maximum_concurrency=int(concurrency) if concurrency is not None else None,
+                enabled=_text(props.get("Enabled", True)) == "true",
+                maximum_batching_window=window,
+            )
+        )
+
+    def _rule_settings(self, where: str, props: dict[str, Any], supported: set[str]) -> tuple[Any, bool]:
+        """The parsed Input and the enabled flag, after checking which properties are used."""
+        for key in sorted(set(props) - supported):
+            if key in ("RetryPolicy", "DeadLetterConfig"):
+                self.result.notes.append(f"{where}: {key} recorded, not emulated (async retries: 2)")
+            else:
+                raise TemplateError(f"{where}: property {key} is not supported by the one-machine stack")
+        if "Enabled" in props and "State" in props:
+            raise TemplateError(f"{where}: Enabled and State are mutually exclusive")
+        enabled = _text(props.get("Enabled", True)) == "true" and props.get("State", "ENABLED") == "ENABLED"
+        parsed_input = None
+        if "Input" in props:
+            try:
+                parsed_input = json.loads(str(props["Input"]))
+            except ValueError as error:
+                raise TemplateError(f"{where}: Input must be a JSON text ({error})") from None
+        return parsed_input, enabled
+
+    def _put_rule(
+        self, function: str, rule_name: str, description: str, target_input: Any, **rule: Any
+    ) -> str:
+        """The rule, its Lambda target and the invoke permission SAM creates for an event."""
+        events = self.client("events")
+        arn = str(events.put_rule(Name=rule_name, Description=description, **rule)["RuleArn"])
+        target: dict[str, Any] = {
+            "Id": f"{function}Target"[:64],
+            "Arn": self.resolver.attributes[function]["Arn"],
+        }
+        if target_input is not None:
+            target["Input"] = json.dumps(target_input)
+        events.put_targets(Rule=rule_name, Targets=[target])
+        self.client("lambda").add_permission(
+            FunctionName=self.result.functions[function].name,
+            StatementId=f"{rule_name}Permission"[:100],
+            Action="lambda:InvokeFunction",
+            Principal="events.amazonaws.com",
+            SourceArn=arn,
+        )
+        return arn
+
+    def _add_schedule(self, function: str, event_name: str, props: dict[str, Any]) -> None:
+        where = f"event {event_name}"
+        supported = {"Schedule", "Input", "Enabled", "State", "Name", "Description"}
+        parsed_input, enabled = self._rule_settings(where, props, supported)
+        expression = str(props.get("Schedule", ""))
+        period = _rate_seconds(expression)
+        if period is None:
+            raise TemplateError(
+                f"{where}: Schedule {expression!r}: only rate(N minute[s]|hour[s]|day[s]) is emulated "
+                "(EventBridge has no seconds; 1 takes the singular unit)"
+            )
+        rule_name = str(props.get("Name") or self._physical_name(f"{function}{event_name}"))
+        arn = self._put_rule(
+            function,
+            rule_name,
+            str(props.get("Description", "")),
+            parsed_input,
+            ScheduleExpression=expression,
+            State="ENABLED" if enabled else "DISABLED",
+        )
+        self.result.schedules.append(
+            ScheduleSource(function, event_name, rule_name, arn, expression, period, parsed_input, enabled)
+        )
+
+    def _add_rule(self, function: str, event_name: str, props: dict[str, Any]) -> None:
+        where = f"event {event_name}"
+        supported = {"Pattern", "Input", "State", "RuleName", "EventBusName", "Target"}
+        parsed_input, enabled = self._rule_settings(where, props, supported)
+        if props.get("EventBusName", "default") != "default":
+            raise TemplateError(f"{where}: only the default event bus is emulated")
+        pattern = props.get("Pattern")
+        if not isinstance(pattern, dict) or not pattern:
+            raise TemplateError(f"{where}: Pattern must be a non-empty event pattern")
+        rule_name = str(props.get("RuleName") or self._physical_name(f"{function}{event_name}"))
+        # moto validates the pattern as EventBridge would (arrays or objects, no empty arrays).
+        arn = self._put_rule(
+            function,
+            rule_name,
+            "",
+            parsed_input,
+            EventPattern=json.dumps(pattern),
+            State="ENABLED" if enabled else "DISABLED",
+        )
+        if "aws.states" not in (pattern.get("source") or []):
+            self.result.notes.append(
+                f"{where}: rule {rule_name} provisioned; only Step Functions execution status changes "
+                "are emitted locally"
+            )
+        self.result.rules.append(
+            RuleSource(function, event_name, rule_name, arn, pattern, parsed_input, enabled)
+        )
 
     def _create_state_machine(self, name: str, props: dict[str, Any]) -> None:
         props = self.resolver.resolve(props)
@@ -544,6 +708,24 @@ class Provisioner:
 
 
 # ---------------------------------------------------------------------- helpers
+def _without_events(resource: dict[str, Any]) -> dict[str, Any]:
+    if resource.get("Type") != "AWS::Serverless::Function":
+        return resource
+    properties = {k: v for k, v in (resource.get("Properties") or {}).items() if k != "Events"}
+    return {**resource, "Properties": properties}
+
+
+def _rate_seconds(expression: str) -> float | None:
+    """The period of an EventBridge `rate(...)` expression, None if it is not a valid one."""
+    match = _RATE.fullmatch(expression.strip())
+    if match is None:
+        return None
+    value, unit = int(match["value"]), match["unit"]
+    if value < 1 or (value == 1) != (not unit.endswith("s")):
+        return None
+    return float(value * _UNIT_SECONDS[unit.rstrip("s")])
+
+
 def _throughput(value: Mapping[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in value.items()}
 

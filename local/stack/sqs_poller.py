@@ -61,53 +61,122 @@ def _record(message: dict[str, Any], source: SqsSource) -> dict[str, Any]:
 
 
 class SqsPoller:
-    """One thread per SQS event source (MaximumConcurrency is not emulated beyond that)."""
+    """One SQS event source mapping: `concurrency` receiver threads, each with at most one batch in flight.
 
-    def __init__(self, source: SqsSource, sqs: Any, invoke: Invoker) -> None:
+    `concurrency` is the source's `ScalingConfig.MaximumConcurrency`, else the function's own
+    limit, as in Lambda; the function's worker pool caps the handlers actually running.
+    """
+
+    def __init__(self, source: SqsSource, sqs: Any, invoke: Invoker, concurrency: int = 1) -> None:
         self.source = source
+        self.concurrency = max(1, concurrency)
         self._sqs = sqs
         self._invoke = invoke
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sqs-poller-{source.function}", daemon=True)
-        self.idle_since: float | None = None  # start time of the last receive that found nothing
+        self._lock = threading.Lock()
+        # Per receiver: start time of its last receive that found nothing; None while it has work.
+        self._idle: list[float | None] = [None] * self.concurrency
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(i,), name=f"sqs-poller-{source.function}-{i}", daemon=True
+            )
+            for i in range(self.concurrency)
+        ]
         self.batches = 0
+        self.in_flight = 0  # batches being handled right now
+        self.peak_in_flight = 0
+
+    @property
+    def idle_since(self) -> float | None:
+        """Since when every receiver has found the queue empty with no batch in flight, else None."""
+        with self._lock:
+            if any(since is None for since in self._idle):
+                return None
+            return min(since for since in self._idle if since is not None)
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=_WAIT_SECONDS + 5)
+        deadline = time.monotonic() + _WAIT_SECONDS + 5
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _run(self) -> None:
+    def _run(self, receiver: int) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                found = self.poll_once()
+                messages = self._receive_batch(receiver)
+                if messages:
+                    self._process(messages)
             except Exception:  # keep polling like the real mapping; the error is in the log
                 logger.exception("SQS poller for %s failed", self.source.function)
+                with self._lock:
+                    self._idle[receiver] = None
                 self._stop.wait(1)
                 continue
-            self.idle_since = None if found else started
+            if not messages:
+                with self._lock:
+                    self._idle[receiver] = started
 
     def poll_once(self) -> bool:
         """Receive one batch and process it; False when the queue had nothing visible."""
+        messages = self._receive_batch(None)
+        if messages:
+            self._process(messages)
+        return bool(messages)
+
+    def _receive(self, wait_seconds: int, limit: int) -> list[dict[str, Any]]:
         response = self._sqs.receive_message(
             QueueUrl=self.source.queue_url,
-            MaxNumberOfMessages=min(self.source.batch_size, 10),
-            WaitTimeSeconds=_WAIT_SECONDS,
+            MaxNumberOfMessages=min(limit, 10),
+            WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = response.get("Messages", [])
+        return list(response.get("Messages", []))
+
+    def _receive_batch(self, receiver: int | None) -> list[dict[str, Any]]:
+        """One batch: the first receive's messages, plus more until BatchSize or the batching window ends."""
+        source = self.source
+        messages = self._receive(_WAIT_SECONDS, source.batch_size)
         if not messages:
-            return False
-        self.batches += 1
-        records = [_record(m, self.source) for m in messages]
-        result, errored = self._invoke(self.source.function, {"Records": records})
-        for message in self._succeeded(messages, result, errored):
-            self._sqs.delete_message(QueueUrl=self.source.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return True
+            return []
+        with self._lock:  # busy from the first message on, so wait_idle() cannot see this as idle
+            if receiver is not None:
+                self._idle[receiver] = None
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        batch = {m["MessageId"]: m for m in messages}
+        deadline = time.monotonic() + source.maximum_batching_window
+        while len(batch) < source.batch_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self._receive(0, source.batch_size - len(batch))
+            if more:
+                # A message seen twice (its visibility timeout ran out meanwhile) is kept once,
+                # with the newest receipt handle.
+                batch.update({m["MessageId"]: m for m in more})
+            else:
+                self._stop.wait(min(0.1, remaining))
+        return list(batch.values())
+
+    def _process(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            with self._lock:
+                self.batches += 1
+            records = [_record(m, self.source) for m in messages]
+            result, errored = self._invoke(self.source.function, {"Records": records})
+            for message in self._succeeded(messages, result, errored):
+                self._sqs.delete_message(
+                    QueueUrl=self.source.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def _succeeded(self, messages: list[dict[str, Any]], result: Any, errored: bool) -> list[dict[str, Any]]:
         if errored:

@@ -16,10 +16,11 @@ from typing import Any
 import boto3
 import httpx
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from local.sync_emulator import EmulatorConfig, SyncEmulator
 
+from .aws_middleware import MotoServer
+from .events import EventSources
 from .front_door import FrontDoor
 from .provision import ProvisionedStack, Provisioner
 from .sqs_poller import SqsPoller
@@ -81,6 +82,8 @@ class OneMachineStack:
         state_file: str | Path | None = None,
         check_handlers: bool = True,
         ports: Ports | None = None,
+        function_concurrency: int = 4,
+        schedule_period_seconds: float | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.parameter_overrides = dict(parameter_overrides or {})
@@ -91,6 +94,10 @@ class OneMachineStack:
         self.state_file = Path(state_file) if state_file else None
         self.check_handlers = check_handlers
         self.ports = ports or Ports()
+        # Parallel invocations per function unless its ReservedConcurrentExecutions says otherwise.
+        self.function_concurrency = function_concurrency
+        # Replaces every schedule's rate, so tests need not wait minutes for a tick.
+        self.schedule_period_seconds = schedule_period_seconds
         self.emulator = SyncEmulator(
             emulator_config or EmulatorConfig(), host="127.0.0.1", port=self.ports.sync
         )
@@ -100,8 +107,9 @@ class OneMachineStack:
         self.provisioned = ProvisionedStack()
         self.workers: dict[str, FunctionWorker] = {}  # logical id -> worker
         self.pollers: list[SqsPoller] = []
+        self.event_sources: EventSources | None = None
         self.endpoint_url = ""
-        self._moto: ThreadedMotoServer | None = None
+        self._moto: MotoServer | None = None
         self._session = boto3.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
         )
@@ -140,7 +148,7 @@ class OneMachineStack:
         self.emulator.start()
         self._started.append("emulator")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.ports.aws, verbose=False)
+        self._moto = MotoServer(ip_address="127.0.0.1", port=self.ports.aws)
         self._moto.start()
         self._started.append("moto")
         host, port = self._moto.get_host_and_port()
@@ -196,7 +204,14 @@ class OneMachineStack:
     def _start_workers(self) -> None:
         aws_env = lambda_aws_env(self.endpoint_url)
         self.workers = {
-            name: FunctionWorker(spec, aws_env, Path(self._log_dir.name) / f"{name}.log")
+            name: FunctionWorker(
+                spec,
+                aws_env,
+                Path(self._log_dir.name) / f"{name}.log",
+                concurrency=spec.reserved_concurrency
+                if spec.reserved_concurrency is not None
+                else self.function_concurrency,
+            )
             for name, spec in self.provisioned.functions.items()
         }
         register({w.spec.name: w for w in self.workers.values()})
@@ -208,13 +223,33 @@ class OneMachineStack:
         self.front_door.configure(self.provisioned.routes, api_ids, self._invoke_for_event)
         for source in self.provisioned.sqs_sources:
             if source.enabled:
-                poller = SqsPoller(source, self.client("sqs"), self._invoke_for_event)
+                # Lambda scales a mapping up to MaximumConcurrency, else up to the function's own limit.
+                concurrency = source.maximum_concurrency or self.workers[source.function].concurrency
+                poller = SqsPoller(source, self.client("sqs"), self._invoke_for_event, concurrency)
                 poller.start()
                 self.pollers.append(poller)
+        machines = [
+            str(r["Ref"])
+            for r in self.provisioned.resources.values()
+            if r["Type"] in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+        ]
+        self.event_sources = EventSources(
+            self.provisioned.schedules,
+            self.provisioned.rules,
+            machines,
+            self.client("stepfunctions"),
+            self._invoke_for_event,
+            self.schedule_period_seconds,
+        )
+        self.event_sources.start()
 
     def stop(self) -> None:
-        """Stop executions, pollers, workers and servers; safe to call twice or after a failed start."""
+        """Stop event sources, executions, pollers, workers, servers; safe twice or after a failed start."""
         started, self._started = self._started, []
+        if self.event_sources is not None:
+            # Before the executions are aborted: shutdown must not fire status-change events.
+            self.event_sources.stop()
+            self.event_sources = None
         if "resources" in started:
             self._stop_executions()
         for poller in self.pollers:
@@ -319,6 +354,45 @@ class OneMachineStack:
             raise HookNotActive(f"moto answered for {function} without running its worker")
         return payload, "FunctionError" in response
 
+    # ------------------------------------------------------------------ AWS faults
+    def inject_aws_fault(
+        self,
+        function: str,
+        operation: str,
+        *,
+        count: int = 1,
+        status: int = 400,
+        code: str = "ThrottlingException",
+        message: str = "Rate exceeded",
+    ) -> None:
+        """Answer the next `count` requests `function` (logical id) makes for `operation`
+        ("dynamodb:UpdateItem", "states:StartExecution", "s3:PutObject", ...) with this AWS error.
+
+        botocore retries throttling and 5xx errors itself (legacy mode: 5 attempts, DynamoDB 10;
+        standard: 3): to make the error reach the handler, inject at least that many.
+        """
+        if function not in self.workers:
+            raise KeyError(f"no function {function!r} in this stack (have: {sorted(self.workers)})")
+        assert self._moto is not None, "start the stack first"
+        self._moto.middleware.inject_fault(
+            function, operation, count=count, status=status, code=code, message=message
+        )
+
+    def clear_aws_faults(self) -> None:
+        """Drop injected faults that have not fired yet."""
+        assert self._moto is not None, "start the stack first"
+        self._moto.middleware.clear_faults()
+
+    def aws_fault_hits(self) -> dict[tuple[str, str], int]:
+        """How many injected faults fired, per (function, operation)."""
+        assert self._moto is not None, "start the stack first"
+        return self._moto.middleware.fault_hits()
+
+    def aws_calls(self) -> dict[tuple[str, str], int]:
+        """How many AWS requests each function made, per (function, operation), faulted ones included."""
+        assert self._moto is not None, "start the stack first"
+        return self._moto.middleware.calls()
+
     def function_logs(self, function: str) -> str:
         """Everything the function's worker printed so far (all cold starts), Lambda-style."""
         return self.workers[function].log_path.read_text(errors="replace")
@@ -337,9 +411,18 @@ class OneMachineStack:
     # ------------------------------------------------------------------ state
     def _build_state(self) -> dict[str, Any]:
         resources = self.provisioned.resources
+        declared_resources = list(load_template(self.template_path).get("Resources") or {})
 
         def first(kind: str, key: str = "Ref") -> Any:
-            return next((r.get(key) for r in resources.values() if r["Type"] == kind), None)
+            """The template's first resource of a kind (in the template's order, not creation order)."""
+            return next(
+                (
+                    resources[n].get(key)
+                    for n in declared_resources
+                    if resources.get(n, {}).get("Type") == kind
+                ),
+                None,
+            )
 
         submit_queue_url = self.provisioned.sqs_sources[0].queue_url if self.provisioned.sqs_sources else None
         dead_letter_queue_url = None
@@ -379,6 +462,28 @@ class OneMachineStack:
                 for k, v in self.parameters.items()
             },
             "resources": resources,
+            "event_rules": [
+                {
+                    "function": s.function,
+                    "event": s.event,
+                    "rule_name": s.rule_name,
+                    "rule_arn": s.rule_arn,
+                    "schedule": s.expression,
+                    "enabled": s.enabled,
+                }
+                for s in self.provisioned.schedules
+            ]
+            + [
+                {
+                    "function": r.function,
+                    "event": r.event,
+                    "rule_name": r.rule_name,
+                    "rule_arn": r.rule_arn,
+                    "pattern": r.pattern,
+                    "enabled": r.enabled,
+                }
+                for r in self.provisioned.rules
+            ],
             "outputs": self.provisioned.outputs,
             "notes": self.provisioned.notes,
         }

@@ -6,26 +6,38 @@ events) so that each test can check what the stack really delivered.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
+import boto3
 import httpx
 import pytest
+from botocore import parsers
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, HeadersDict
+from botocore.config import Config
 from botocore.credentials import Credentials
 from moto.awslambda.models import LambdaFunction
 
 from local.stack import FunctionError, HookNotActive, OneMachineStack, TemplateError
 from local.stack import workers as stack_workers
+from local.stack.aws_middleware import AwsMiddleware, _service_model
+from local.stack.events import STATUS_CHANGE, AsyncInvoker, matches
+from local.stack.provision import RuleSource, ScheduleSource, SqsSource
+from local.stack.sqs_poller import SqsPoller
 from local.sync_emulator import EmulatorConfig
 
 pytestmark = pytest.mark.integration
@@ -61,6 +73,31 @@ def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 def _seen(stack: OneMachineStack, key: str) -> int:
     item = stack.client("dynamodb").get_item(TableName=stack.state["jobs_table"], Key={"pk": {"S": key}})
     return int(item.get("Item", {}).get("seen", {}).get("N", 0))
+
+
+def _recorded(stack: OneMachineStack, key: str) -> dict[str, Any] | None:
+    """The last event the fixture's EventsFunction recorded under `key`, with its count as "_seen"."""
+    table = stack.state["jobs_table"]
+    item = stack.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": f"event:{key}"}}).get("Item")
+    if not item:
+        return None
+    return {**json.loads(item["lastEvent"]["S"]), "_seen": int(item["seen"]["N"])}
+
+
+def _invoke_together(stack: OneMachineStack, function: str, events: list[dict[str, Any]]) -> list[Any]:
+    with ThreadPoolExecutor(len(events)) as pool:
+        return list(pool.map(lambda event: stack.invoke(function, event), events))
+
+
+def _most_at_once(results: list[dict[str, Any]]) -> int:
+    """The most handler runs that overlapped, from the start/end times the handlers recorded."""
+    # An end sorts before a start at the same instant: touching is not overlapping.
+    moments = sorted([(r["started"], 1) for r in results] + [(r["ended"], -1) for r in results])
+    running = peak = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 def _signed_get(url: str, secret: str) -> httpx.Response:
@@ -220,6 +257,56 @@ def test_invoking_without_the_hook_fails_loudly(
         stack.invoke("StepFunction", {"action": "report"})
 
 
+# ---------------------------------------------------------------------- parallel invocations
+def test_concurrent_invocations_run_in_parallel_subprocesses(stack: OneMachineStack) -> None:
+    worker = stack.workers["ParallelFunction"]
+    assert worker.concurrency == 4  # the stack's default
+    first, second = sorted(
+        _invoke_together(stack, "ParallelFunction", [{"action": "sleep", "seconds": 1}] * 2),
+        key=lambda r: r["started"],
+    )
+    assert second["started"] < first["ended"]  # the second ran while the first slept
+    assert first["pid"] != second["pid"]
+
+
+def test_invocations_beyond_the_limit_wait_for_a_free_worker(stack: OneMachineStack) -> None:
+    worker = stack.workers["ParallelFunction"]
+    results = _invoke_together(stack, "ParallelFunction", [{"action": "sleep", "seconds": 1}] * 6)
+    assert [r["action"] for r in results] == ["sleep"] * 6  # waiting is not an error
+    assert _most_at_once(results) <= 4
+    assert worker.peak_concurrency == 4
+    assert len({r["pid"] for r in results}) == worker.cold_starts == 4
+    assert stack.function_logs("ParallelFunction").count("INIT_START") == 4  # one log for all of them
+
+
+def test_reserved_concurrency_of_one_serialises(stack: OneMachineStack) -> None:
+    worker = stack.workers["SerialFunction"]
+    assert worker.concurrency == 1
+    configured = stack.client("lambda").get_function_concurrency(FunctionName=worker.spec.name)
+    assert configured["ReservedConcurrentExecutions"] == 1
+    first, second = sorted(
+        _invoke_together(stack, "SerialFunction", [{"action": "sleep", "seconds": 0.5}] * 2),
+        key=lambda r: r["started"],
+    )
+    assert second["started"] >= first["ended"]
+    assert first["pid"] == second["pid"]
+    assert worker.cold_starts == 1
+    assert worker.peak_concurrency == 1
+
+
+def test_a_timeout_kills_only_its_own_subprocess(stack: OneMachineStack) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(stack.invoke, "StepFunction", {"action": "sleep", "seconds": 5})
+        _eventually(lambda: stack.workers["StepFunction"].running == 1)
+        quick = stack.invoke("StepFunction", {"action": "report"})  # another subprocess, meanwhile
+        with pytest.raises(FunctionError) as failure:
+            slow.result()
+    assert failure.value.error_type == "Sandbox.Timedout"
+    again = stack.invoke("StepFunction", {"action": "report"})
+    assert again["pid"] == quick["pid"]  # the quick one's subprocess survived the timeout
+    assert again["invocations"] == quick["invocations"] + 1
+
+
 # ---------------------------------------------------------------------- front door
 def test_front_door_builds_the_proxy_event(stack: OneMachineStack) -> None:
     api = stack.state["api_url"]
@@ -318,6 +405,414 @@ def test_partial_batch_failure_redelivers_only_the_failed_message_then_dead_lett
     assert record["md5OfBody"]
 
 
+def _test_queue(stack: OneMachineStack, name: str, batch_size: int = 1, window: int = 0) -> SqsSource:
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName=f"fixture-test-{name}", Attributes={"VisibilityTimeout": "30"})[
+        "QueueUrl"
+    ]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return SqsSource("Recorder", arn, url, batch_size, False, None, True, maximum_batching_window=window)
+
+
+class _BatchRecorder:
+    """An invoker for SqsPoller that records batches and how many ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.batches: list[list[str]] = []
+        self.running = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, function: str, event: dict[str, Any]) -> tuple[Any, bool]:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+            self.batches.append([r["body"] for r in event["Records"]])
+        return None, False
+
+
+def test_sqs_batches_run_in_parallel_up_to_the_maximum_concurrency(stack: OneMachineStack) -> None:
+    assert [p.concurrency for p in stack.pollers] == [2]  # the Consumer's ScalingConfig.MaximumConcurrency
+    sqs, source = stack.client("sqs"), _test_queue(stack, "parallel")
+    for index in range(6):
+        sqs.send_message(QueueUrl=source.queue_url, MessageBody=f"m{index}")
+    recorder = _BatchRecorder(0.5)
+    poller = SqsPoller(source, sqs, recorder, concurrency=2)
+    poller.start()
+    try:
+        _eventually(lambda: len(recorder.batches) == 6, timeout=20)
+    finally:
+        poller.stop()
+    assert recorder.peak == poller.peak_in_flight == 2
+    assert sorted(body for batch in recorder.batches for body in batch) == [f"m{i}" for i in range(6)]
+    attributes = sqs.get_queue_attributes(QueueUrl=source.queue_url, AttributeNames=["All"])["Attributes"]
+    assert (
+        attributes["ApproximateNumberOfMessages"]
+        == attributes["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )
+
+
+@pytest.mark.parametrize(("window", "expected"), [(1, [["a", "b"]]), (0, [["a"], ["b"]])])
+def test_sqs_batching_window(stack: OneMachineStack, window: int, expected: list[list[str]]) -> None:
+    sqs, source = stack.client("sqs"), _test_queue(stack, f"window-{window}", batch_size=10, window=window)
+    recorder = _BatchRecorder(0)
+    poller = SqsPoller(source, sqs, recorder, concurrency=1)
+    poller.start()
+    try:
+        sqs.send_message(QueueUrl=source.queue_url, MessageBody="a")
+        time.sleep(0.4)
+        sqs.send_message(QueueUrl=source.queue_url, MessageBody="b")
+        _eventually(lambda: sum(map(len, recorder.batches)) == 2)
+    finally:
+        poller.stop()
+    assert recorder.batches == expected
+
+
+# ---------------------------------------------------------------------- EventBridge: schedules and rules
+def test_event_pattern_matching() -> None:
+    pattern = {
+        "source": ["aws.states"],
+        "detail-type": [STATUS_CHANGE],
+        "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"], "stateMachineArn": ["arn:one"]},
+    }
+    detail: dict[str, Any] = {"status": "ABORTED", "stateMachineArn": "arn:one", "error": None}
+    event: dict[str, Any] = {"source": "aws.states", "detail-type": STATUS_CHANGE, "detail": detail}
+    assert matches(pattern, event)
+    assert not matches(pattern, {**event, "detail": {**detail, "status": "SUCCEEDED"}})
+    assert not matches(pattern, {**event, "detail": {**detail, "stateMachineArn": "arn:two"}})
+    assert not matches(pattern, {**event, "source": "aws.events"})
+    assert not matches(pattern, {k: v for k, v in event.items() if k != "detail"})  # a missing field
+    assert matches({"a": {"b": {"c": [1, 2]}}}, {"a": {"b": {"c": 2, "d": "x"}}, "e": 3})  # any depth
+    assert matches({"tags": ["x"]}, {"tags": ["w", "x"]})  # an array in the event: any element
+
+
+def test_async_invocations_are_retried_twice_then_dropped() -> None:
+    calls: list[str] = []
+
+    def flaky(function: str, event: Any) -> tuple[Any, bool]:
+        calls.append(event["name"])
+        if event["name"] == "always" or calls.count(event["name"]) < 3:
+            return {"errorType": "Boom"}, True
+        return "ok", False
+
+    invoker = AsyncInvoker(flaky, retry_delay=0.01)
+    try:
+        recovered = invoker.submit("Fn", "test", {"name": "third-time"})
+        dropped = invoker.submit("Fn", "test", {"name": "always"})
+        assert recovered.done.wait(5)
+        assert dropped.done.wait(5)
+    finally:
+        invoker.stop()
+    assert (recovered.attempts, recovered.errored, recovered.result, recovered.dropped) == (
+        3,
+        False,
+        "ok",
+        False,
+    )
+    assert (dropped.attempts, dropped.errored, dropped.dropped) == (3, True, True)
+
+
+def _start_outcome(stack: OneMachineStack, outcome: str) -> str:
+    arn = stack.client("stepfunctions").start_execution(
+        stateMachineArn=stack.state["resources"]["Outcomes"]["Ref"],
+        name=f"{outcome}-{uuid.uuid4()}",
+        input=json.dumps({"outcome": outcome}),
+    )["executionArn"]
+    return str(arn)
+
+
+def test_execution_status_changes_reach_the_rules_target(stack: OneMachineStack) -> None:
+    sfn, sources = stack.client("stepfunctions"), stack.event_sources
+    assert sources is not None
+    assert sources.watcher is not None
+    watcher = sources.watcher
+    succeeded, failed, stopped = (_start_outcome(stack, o) for o in ("ok", "fail", "wait"))
+    _eventually(lambda: watcher.status_seen(stopped) == "RUNNING")
+    sfn.stop_execution(executionArn=stopped)
+
+    for arn, status in ((failed, "FAILED"), (stopped, "ABORTED")):
+        name = arn.rsplit(":", 1)[1]
+        event = _eventually(lambda: _recorded(stack, name))  # noqa: B023 - used right away
+        assert {
+            k: event[k] for k in ("version", "detail-type", "source", "account", "region", "resources")
+        } == {
+            "version": "0",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "123456789012",
+            "region": "us-east-1",
+            "resources": [arn],
+        }
+        uuid.UUID(event["id"])
+        assert event["time"].endswith("Z")
+        detail = event["detail"]
+        assert detail["executionArn"] == arn
+        assert detail["stateMachineArn"] == stack.state["resources"]["Outcomes"]["Ref"]
+        assert detail["name"] == name
+        assert detail["status"] == status
+        assert json.loads(detail["input"]) == {"outcome": "fail" if status == "FAILED" else "wait"}
+        assert detail["inputDetails"] == {"included": True}
+        assert isinstance(detail["startDate"], int)
+        assert isinstance(detail["stopDate"], int)
+        assert detail["stopDate"] >= detail["startDate"]
+        assert detail["output"] is None
+        assert detail["outputDetails"] is None
+        expected = ("Doomed", "asked to fail") if status == "FAILED" else (None, None)
+        assert (detail["error"], detail["cause"]) == expected
+
+    _eventually(lambda: watcher.status_seen(succeeded) == "SUCCEEDED")
+    time.sleep(3 * watcher.interval)  # a few more polls: nothing is delivered twice
+    assert _recorded(stack, succeeded.rsplit(":", 1)[1]) is None  # the pattern leaves SUCCEEDED out
+    assert not [d for d in sources.invoker.deliveries if d.event.get("resources") == [succeeded]]
+    for arn in (failed, stopped):
+        assert (_recorded(stack, arn.rsplit(":", 1)[1]) or {})["_seen"] == 1
+
+
+def test_disabled_schedules_are_provisioned_but_do_not_fire(stack: OneMachineStack) -> None:
+    assert stack.event_sources is not None
+    assert stack.event_sources.timers == []
+    events = stack.client("events")
+    for schedule in stack.provisioned.schedules:
+        assert events.describe_rule(Name=schedule.rule_name)["State"] == "DISABLED"
+    assert {r["event"] for r in stack.state["event_rules"]} == {"Tick", "Raw", "Ended"}
+
+
+def test_schedules_fire_their_input_or_the_scheduled_event() -> None:
+    with OneMachineStack(
+        FIXTURE_TEMPLATE, {"SchedulesEnabled": "true"}, stack_name="schedules", schedule_period_seconds=0.3
+    ) as running:
+        events, function = running.client("events"), running.workers["EventsFunction"].spec
+        tick, raw = sorted(running.provisioned.schedules, key=lambda s: s.event != "Tick")
+        rule = events.describe_rule(Name=tick.rule_name)
+        assert (rule["ScheduleExpression"], rule["State"]) == ("rate(1 minute)", "ENABLED")
+        (target,) = events.list_targets_by_rule(Rule=tick.rule_name)["Targets"]
+        assert target["Arn"] == function.arn
+        assert json.loads(target["Input"]) == {"key": "tick"}
+
+        _eventually(lambda: (_recorded(running, "tick") or {}).get("_seen", 0) >= 2)
+        assert (_recorded(running, "tick") or {})["key"] == "tick"
+        scheduled = _eventually(lambda: _recorded(running, "Scheduled Event"))
+        assert scheduled["source"] == "aws.events"
+        assert scheduled["resources"] == [raw.rule_arn]
+        assert scheduled["detail"] == {}
+        assert (scheduled["account"], scheduled["region"], scheduled["version"]) == (
+            "123456789012",
+            "us-east-1",
+            "0",
+        )
+
+        sources = running.event_sources
+        assert sources is not None
+        failing = sources.invoker.submit("EventsFunction", "test", {"fail": True})
+        assert failing.done.wait(15)
+        assert (failing.attempts, failing.dropped) == (3, True)  # Lambda's two async retries
+        assert failing.result["errorMessage"] == "asked to fail"
+
+        assert sources.watcher is not None
+        running_arn = running.client("stepfunctions").start_execution(
+            stateMachineArn=running.state["resources"]["Outcomes"]["Ref"], input='{"outcome": "wait"}'
+        )["executionArn"]
+        _eventually(lambda: sources.watcher.status_seen(running_arn) == "RUNNING")  # type: ignore[union-attr]
+    # Shutdown aborts the running execution after the watcher stopped: no event for it.
+    assert not [d for d in sources.invoker.deliveries if d.source.startswith("rule:")]
+
+
+# ---------------------------------------------------------------------- moto middleware
+def _s3_error(response: httpx.Response) -> tuple[str | None, str | None]:
+    error = ElementTree.fromstring(response.content)  # noqa: S314 - the local stack's own answer
+    return error.findtext("Code"), error.findtext("Message")
+
+
+def _start_of_a_second() -> None:
+    """Sign right after a second begins: X-Amz-Date and Expires count whole seconds."""
+    time.sleep(1.02 - time.time() % 1)
+
+
+def test_presigned_urls_expire(stack: OneMachineStack) -> None:
+    bucket = stack.state["bucket"]
+    stack.client("s3").put_object(Bucket=bucket, Key="presigned/a.txt", Body=b"hello")
+    for version in ("s3v4", "s3"):  # SigV4 (X-Amz-Expires) and SigV2 (Expires), botocore's us-east-1 default
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=stack.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(signature_version=version),
+        )
+        _start_of_a_second()
+        url = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "presigned/a.txt"}, ExpiresIn=1
+        )
+        assert ("X-Amz-Expires=1" in url) == (version == "s3v4")
+        fresh = httpx.get(url)
+        assert (fresh.status_code, fresh.content) == (200, b"hello")
+        time.sleep(2)
+        expired = httpx.get(url)
+        assert expired.status_code == 403, version
+        assert _s3_error(expired) == ("AccessDenied", "Request has expired")
+    week = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "presigned/a.txt"}, ExpiresIn=5
+    )
+    assert httpx.get(week).status_code == 200  # SigV2 has no one-week limit
+    v4 = boto3.client(
+        "s3",
+        endpoint_url=stack.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(signature_version="s3v4"),
+    )
+    too_long = v4.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "presigned/a.txt"}, ExpiresIn=604801
+    )
+    rejected = httpx.get(too_long)
+    assert rejected.status_code == 400
+    assert _s3_error(rejected)[0] == "AuthorizationQueryParametersError"
+
+
+def test_injected_aws_faults_hit_only_the_named_function(stack: OneMachineStack) -> None:
+    calls = ["dynamodb:UpdateItem", "dynamodb:GetItem", "s3:PutObject", "states:StartExecution"]
+    assert stack.workers["EventsFunction"].environment()["AWS_SDK_UA_APP_ID"] == "EventsFunction"
+    hits_before, calls_before = stack.aws_fault_hits(), stack.aws_calls()
+    stack.inject_aws_fault(
+        "EventsFunction", "dynamodb:UpdateItem", count=2, code="ProvisionedThroughputExceededException"
+    )
+    stack.inject_aws_fault(
+        "EventsFunction", "dynamodb:GetItem", code="ResourceNotFoundException", message="gone"
+    )
+    stack.inject_aws_fault(
+        "EventsFunction", "s3:PutObject", status=403, code="AccessDenied", message="denied"
+    )
+    stack.inject_aws_fault("EventsFunction", "states:StartExecution", code="ExecutionLimitExceeded")
+    # Requests that are not the function's pass: the stack's own client has no app id.
+    stack.client("dynamodb").get_item(TableName=stack.state["jobs_table"], Key={"pk": {"S": "probe"}})
+
+    result = stack.invoke("EventsFunction", {"calls": calls})
+    assert result["dynamodb:UpdateItem"] == {"ok": True, "retries": 2}  # botocore retried both throttles
+    assert {k: result["dynamodb:GetItem"][k] for k in ("ok", "code", "message", "status")} == {
+        "ok": False,
+        "code": "ResourceNotFoundException",
+        "message": "gone",
+        "status": 400,
+    }
+    assert (result["s3:PutObject"]["code"], result["s3:PutObject"]["status"]) == ("AccessDenied", 403)
+    assert result["s3:PutObject"]["message"] == "denied"
+    assert result["states:StartExecution"]["code"] == "ExecutionLimitExceeded"
+    assert result["states:StartExecution"]["message"] == "Rate exceeded"
+
+    def delta(now: dict[tuple[str, str], int], before: dict[tuple[str, str], int]) -> dict[str, int]:
+        return {
+            op: now.get(("EventsFunction", op), 0) - before.get(("EventsFunction", op), 0) for op in calls
+        }
+
+    assert delta(stack.aws_fault_hits(), hits_before) == dict(zip(calls, [2, 1, 1, 1], strict=True))
+    assert delta(stack.aws_calls(), calls_before) == dict(zip(calls, [3, 1, 1, 1], strict=True))
+    again = stack.invoke("EventsFunction", {"calls": calls})  # the faults are spent
+    assert all(outcome == {"ok": True, "retries": 0} for outcome in again.values())
+
+    with pytest.raises(ValueError, match="no operation"):
+        stack.inject_aws_fault("EventsFunction", "dynamodb:UpdateItme")
+    with pytest.raises(KeyError):
+        stack.inject_aws_fault("NoSuchFunction", "dynamodb:UpdateItem")
+    stack.inject_aws_fault("EventsFunction", "dynamodb:GetItem")
+    stack.clear_aws_faults()
+    assert stack.invoke("EventsFunction", {"calls": ["dynamodb:GetItem"]})["dynamodb:GetItem"]["ok"]
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "method", "path", "target", "status", "code"),
+    [
+        (
+            "dynamodb",
+            "GetItem",
+            "POST",
+            "/",
+            "DynamoDB_20120810.GetItem",
+            400,
+            "ProvisionedThroughputExceededException",
+        ),
+        (
+            "sqs",
+            "SendMessage",
+            "POST",
+            "/",
+            "AmazonSQS.SendMessage",
+            400,
+            "RequestThrottled",
+        ),  # query-compatible
+        (
+            "states",
+            "StartExecution",
+            "POST",
+            "/",
+            "AWSStepFunctions.StartExecution",
+            400,
+            "ExecutionLimitExceeded",
+        ),
+        (
+            "lambda",
+            "Invoke",
+            "POST",
+            "/2015-03-31/functions/fn/invocations",
+            None,
+            429,
+            "TooManyRequestsException",
+        ),
+        ("s3", "PutObject", "PUT", "/bucket/some/key.txt", None, 503, "SlowDown"),
+        ("iam", "GetRole", "POST", "/", None, 400, "Throttling"),  # query protocol: Action in the body
+    ],
+)
+def test_fault_answers_parse_as_botocore_expects(
+    service: str, operation: str, method: str, path: str, target: str | None, status: int, code: str
+) -> None:
+    """Each protocol's error shape, read back by the installed botocore's own response parser."""
+    forwarded: list[bytes] = []
+
+    def moto(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        forwarded.append(environ["wsgi.input"].read())
+        start_response("200 OK", [])
+        return [b""]
+
+    middleware = AwsMiddleware(moto)
+    middleware.inject_fault("Fn", f"{service}:{operation}", count=1, status=status, code=code, message="m")
+    form = service == "iam"
+    body = b"Action=GetRole&RoleName=r&Version=2010-05-08" if form else b"{}"
+    scope = f"testing/20260101/us-east-1/{service}/aws4_request"
+    answers: list[tuple[str, list[tuple[str, str]], bytes]] = []
+    started: list[tuple[Any, ...]] = []  # start_response's arguments
+    for _ in range(2):  # the fault, then moto
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "HTTP_USER_AGENT": "Boto3/1.0 md/Botocore#1.0 app/Fn",
+            "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=0",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded" if form else "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            **({"HTTP_X_AMZ_TARGET": target} if target else {}),
+        }
+        content = b"".join(middleware(environ, lambda *args: started.append(args)))
+        answers.append((started[-1][0], started[-1][1], content))
+    (fault_status, headers, content), (moto_status, _, _) = answers
+    assert fault_status.startswith(f"{status} ")
+    model = _service_model(service)
+    error = parsers.create_parser(model.protocol).parse(
+        {"status_code": status, "headers": HeadersDict(headers), "body": content},
+        model.operation_model(operation).output_shape,
+    )["Error"]
+    assert (error["Code"], error["Message"]) == (code, "m")
+    assert moto_status == "200 OK"
+    assert forwarded == [body]  # only the second request reached moto, with its body intact
+    assert middleware.fault_hits() == {("Fn", f"{service}:{operation}"): 1}
+    assert middleware.calls() == {("Fn", f"{service}:{operation}"): 2}
+
+
 # ---------------------------------------------------------------------- failures
 def test_missing_handler_module_fails_at_provisioning(stack: OneMachineStack) -> None:
     broken = OneMachineStack(FIXTURE_TEMPLATE, {"StepHandler": "missing.handler"}, stack_name="broken-module")
@@ -348,6 +843,52 @@ def test_parameter_without_value_names_it(tmp_path: Path) -> None:
     template.write_text("Parameters:\n  Needed:\n    Type: String\nResources: {}\n")
     with pytest.raises(TemplateError, match="Parameter 'Needed' has no value"):
         OneMachineStack(template, stack_name="missing-parameter").start()
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ("{Type: Schedule, Properties: {Schedule: rate(30 seconds)}}", "EventBridge has no seconds"),
+        ("{Type: Schedule, Properties: {Schedule: rate(1 minutes)}}", "1 takes the singular unit"),
+        ("{Type: Schedule, Properties: {Schedule: 'cron(0 12 * * ? *)'}}", "only rate"),
+        (
+            "{Type: Schedule, Properties: {Schedule: rate(1 minute), Input: '{not json'}}",
+            "Input must be a JSON",
+        ),
+        (
+            "{Type: EventBridgeRule, Properties: {Pattern: {source: [x]}, EventBusName: other}}",
+            "default event bus",
+        ),
+        ("{Type: SQS, Properties: {Queue: !GetAtt Queue.Arn, BatchSize: 20}}", "BatchSize must be"),
+        (
+            "{Type: SQS, Properties: {Queue: !GetAtt Queue.Arn, ScalingConfig: {MaximumConcurrency: 1}}}",
+            "2..1000",
+        ),
+        ("{Type: SNS, Properties: {Topic: arn:aws:sns:us-east-1:123456789012:t}}", "event type 'SNS'"),
+    ],
+)
+def test_event_sources_aws_would_reject_are_errors(tmp_path: Path, event: str, message: str) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        textwrap.dedent(
+            f"""\
+            Resources:
+              Queue:
+                Type: AWS::SQS::Queue
+              Fn:
+                Type: AWS::Serverless::Function
+                Properties:
+                  CodeUri: {FIXTURES / "handlers" / "steps"}
+                  Handler: app.handler
+                  Runtime: python3.12
+                  Events:
+                    Trigger: {event}
+            """
+        )
+    )
+    with pytest.raises(TemplateError, match=message):
+        # A name of its own: a stack that fails while another runs leaves its resources in moto.
+        OneMachineStack(template, stack_name=f"bad-event-{uuid.uuid4().hex[:8]}").start()
 
 
 def test_unknown_resource_type_is_an_error(tmp_path: Path) -> None:
@@ -432,6 +973,22 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         stack_name="real-template",
     ) as real:
         state, resources = real.state, real.state["resources"]
+        # Event sources, whatever the template names them: every Schedule/EventBridgeRule event is
+        # a rule in moto targeting its function; SQS mappings poll with their ScalingConfig.
+        assert real.event_sources is not None
+        events, machines = real.client("events"), real.event_sources.watcher
+        sources: list[ScheduleSource | RuleSource] = [*real.provisioned.schedules, *real.provisioned.rules]
+        for source in sources:
+            assert events.describe_rule(Name=source.rule_name)["Arn"] == source.rule_arn
+            (target,) = events.list_targets_by_rule(Rule=source.rule_name)["Targets"]
+            assert target["Arn"] == real.workers[source.function].spec.arn
+        for rule in real.provisioned.rules:
+            for arn in rule.pattern.get("detail", {}).get("stateMachineArn", []):
+                assert machines is not None
+                assert arn in machines.state_machine_arns
+        for poller in real.pollers:
+            limit = poller.source.maximum_concurrency or real.workers[poller.source.function].concurrency
+            assert poller.concurrency == limit
         s3 = real.client("s3")
         assert state["bucket"] == f"lipsync-media-{real.stack_id.rsplit('/', 1)[1]}"
         notifications = s3.get_bucket_notification_configuration(Bucket=state["bucket"])[
@@ -443,9 +1000,12 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             QueueUrl=state["submit_queue_url"], AttributeNames=["All"]
         )
         assert "Policy" in queue["Attributes"]
-        assert json.loads(queue["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 20
+        assert json.loads(queue["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 5
         table = real.client("dynamodb").describe_table(TableName=state["jobs_table"])["Table"]
-        assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["status-updatedAt"]
+        assert sorted(i["IndexName"] for i in table["GlobalSecondaryIndexes"]) == [
+            "queue-order",
+            "status-updatedAt",
+        ]
         secrets = [r for r in resources.values() if r["Type"] == "AWS::SecretsManager::Secret"]
         assert len(secrets) == 3
         api_key = real.client("secretsmanager").get_secret_value(
@@ -454,6 +1014,7 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert api_key["SecretString"] == real.emulator.config.api_key
         assert set(real.workers) == {
             "SubmitFunction",
+            "DispatchFunction",
             "WebhookFunction",
             "StatusFunction",
             "ArmWebhookFunction",
@@ -465,7 +1026,14 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
             "POWERTOOLS_TRACE_DISABLED",
+            "AWS_RETRY_MODE",
+            "AWS_MAX_ATTEMPTS",
             "JOBS_TABLE",
+            "ADMISSION_TABLE",
+            "DISPATCH_QUEUE_URL",
+            "SYNC_PLAN_CONCURRENCY",
+            "CREATE_RATE_PER_MINUTE",
+            "TRANSIENT_FAILURE_RETRIES",
         }
         env = {name: real.workers[name].spec.environment for name in real.workers}
         assert set(env["StatusFunction"]) == globals_
@@ -474,10 +1042,11 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "WEBHOOK_SIGNING_SECRETS",
         }
         assert set(env["ReconcileFunction"]) == globals_ | {"SYNC_API_BASE_URL", "SYNC_API_KEY_SECRET"}
-        assert env["SubmitFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
-        assert env["SubmitFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
-        assert env["SubmitFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]
-        assert env["SubmitFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
+        assert env["DispatchFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
+        assert env["DispatchFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
+        assert env["DispatchFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]
+        assert env["DispatchFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
+        assert "SYNC_API_KEY_SECRET" not in env["SubmitFunction"]  # intake never calls sync.so
         for name in real.workers:
             configured = real.client("lambda").get_function(FunctionName=real.workers[name].spec.name)
             assert configured["Configuration"]["Environment"]["Variables"] == env[name]
@@ -487,11 +1056,15 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert "${" not in definition
         assert real.workers["FinalizeFunction"].spec.arn in definition
         alarms = real.client("cloudwatch").describe_alarms(AlarmNamePrefix="real-template-")["MetricAlarms"]
-        assert [a["Dimensions"][0]["Value"] for a in alarms] == ["real-template-SubmitDeadLetterQueue"]
+        assert sorted(a["MetricName"] for a in alarms) == [
+            "ApproximateNumberOfMessagesVisible",
+            "DispatchPaused",
+        ]
         assert sorted({r.api for r in real.provisioned.routes}) == ["Api"]
         auth = {(r.method, r.path): r.iam_auth for r in real.provisioned.routes}
         assert auth == {
             ("POST", "/webhooks/sync/{jobId}"): False,
             ("GET", "/jobs/{jobId}"): True,
             ("GET", "/jobs"): True,
+            ("GET", "/queue"): True,
         }

@@ -15,6 +15,7 @@ import pytest
 from lipsync.config import DispatchSettings, IntakeSettings, LifecycleTimings, PlanLimits
 from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher
 from lipsync.intake import Intake
+from lipsync.job_store import Update
 from lipsync.jobs import Job, JobStatus
 from lipsync.webhook_auth import job_token
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
@@ -469,3 +470,39 @@ def test_the_earliest_delayed_kick_wins(world: World) -> None:
     assert not admission.schedule_wake(1070.0, 1001.0)  # a later one is not needed: that run reschedules
     assert admission.schedule_wake(1010.0, 1002.0)  # an earlier one is
     assert admission.schedule_wake(1080.0, 1061.0)  # the pending one is over
+
+
+def test_ten_thousand_queued_jobs_dispatch_from_the_index_head_without_a_scan(world: World) -> None:
+    template = world.drop_pair("template", at(0))
+    world.store.apply(Update(template.job_id, remove=("queue",)))  # keep it out of line
+    client = world.store._client
+    requests: list[Any] = []
+    for index in range(10_000):
+        arrived = f"2026-11-29T10:{index // 6000:02d}:{index // 100 % 60:02d}.{index % 100:03d}Z"
+        job = template.model_copy(
+            update={
+                "job_id": f"{index:032x}",
+                "name": f"bulk/{index}",
+                "queue_key": f"{arrived}#{index:032x}",
+            }
+        )
+        requests.append({"PutRequest": {"Item": world.store.codec.item(_stored(job))}})
+    for start in range(0, len(requests), 25):
+        client.batch_write_item(RequestItems={JOBS_TABLE: requests[start : start + 25]})
+    assert world.store.count_queued() == 10_000
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    world.dispatcher(concurrency=3).run()
+    assert "Scan" not in calls
+    assert [job.name for job in world.jobs() if job.status == "PENDING"] == ["bulk/0", "bulk/1", "bulk/2"]
+    assert world.store.count_queued() == 9_997
+    last = world.store.get(f"{9_999:032x}")
+    assert last is not None
+    assert world.store.count_queued(before=last.queue_key) == 9_996  # its place in line: 9,997th
+
+
+def _stored(job: Job) -> dict[str, Any]:
+    return job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
+        "statusRank": 0,
+        "queue": "queued",
+    }

@@ -96,6 +96,12 @@ class DispatchReport:
     def requeue(self, reason: str) -> None:
         self.requeued[reason] = self.requeued.get(reason, 0) + 1
 
+    def log_fields(self) -> dict[str, Any]:
+        """For the log line (`created` is a reserved LogRecord attribute, hence `dispatched`)."""
+        fields = {name: value for name, value in self.__dict__.items() if value} | {"dispatched": self.created}
+        fields.pop("created", None)
+        return fields
+
 
 class Dispatcher:
     def __init__(

@@ -22,6 +22,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _invocations
     _invocations += 1
     action = event.get("action")
+    started = time.time()
     if action == "sleep":
         time.sleep(float(event["seconds"]))
     elif action == "raise":
@@ -33,6 +34,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         os._exit(3)
     return {
         "action": action,
+        "started": started,
+        "ended": time.time(),
         "env": dict(os.environ),
         "pid": os.getpid(),
         "invocations": _invocations,
