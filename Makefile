@@ -16,7 +16,7 @@ BUILD_DIR ?= .aws-sam/build
 SCENARIO ?= default
 PAIRS ?= 200
 SLOTS ?= 3
-GENERATION_SECONDS ?= 4
+GENERATION_SECONDS ?= 15
 
 .PHONY: help
 help:  ## List the targets

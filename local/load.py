@@ -8,7 +8,11 @@ down, waits until every job has ended and prints what the issue's targets are ab
     in flight at sync.so, slot utilisation, drain time against the ideal ceil(N/slots) x T,
     and p50/p95 from upload to output.
 
-    python -m local.load [--pairs 200] [--slots 3] [--generation-seconds 4] [--json]
+    python -m local.load [--pairs 200] [--slots 3] [--generation-seconds 15] [--json]
+
+Each slot turnover (webhook, confirming GET, slot freed, kick, next POST, execution started) costs
+about a second on this 2-core machine, where one Python process runs moto and the emulator; the
+default generation time keeps that overhead in proportion to a real 30-120 s generation.
 """
 
 from __future__ import annotations
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--slots", type=int, default=3)
-    parser.add_argument("--generation-seconds", type=float, default=4.0)
+    parser.add_argument("--generation-seconds", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

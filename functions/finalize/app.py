@@ -55,5 +55,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     else:
         result = finalize(store, storage, sync, slots, ExecutionState.model_validate(event))
         count(f"JobsEnded{str(result['status']).title().replace('_', '')}")
+        if result["status"] == "UNKNOWN":
+            count("UnknownApiStatus")
     logger.info("job finalized", extra=result)
     return result

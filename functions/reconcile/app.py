@@ -34,5 +34,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = reconcile(store, sync, state, retries)
     if result["terminal"]:
         count("RecoveredByPolling")  # polling, not a webhook, found the end
+    if result["status"] == "UNKNOWN":
+        count("UnknownApiStatus")
     logger.info("generation polled", extra=result)
     return result

@@ -20,7 +20,7 @@ from lipsync.intake import Intake
 from lipsync.job_store import DynamoJobStore
 from lipsync.kicks import SqsKicker
 from lipsync.observability import count, lambda_handler, logger
-from lipsync.s3_events import created_objects
+from lipsync.s3_events import ObjectCreated, created_objects
 from lipsync.storage import S3Storage
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -37,7 +37,12 @@ def intake() -> tuple[Intake, SqsKicker]:
 def intake_record(queued: list[str], record: SQSRecord) -> None:
     for created in created_objects(record.body):
         logger.append_keys(key=created.key)
-        outcome, job = intake()[0].handle(created)
+        try:
+            outcome, job = intake()[0].handle(created)
+        except Exception as error:
+            if int(record.attributes.approximate_receive_count) >= intake()[0].max_receive_count:
+                report_dead_letter(created, error)
+            raise
         if outcome == "queued":
             queued.append(created.key)
         count(f"Jobs{outcome.capitalize()}")
@@ -49,6 +54,17 @@ def intake_record(queued: list[str], record: SQSRecord) -> None:
                 "warnings": job.warnings if job else [],
             },
         )
+
+
+def report_dead_letter(created: ObjectCreated, error: Exception) -> None:
+    """Best effort: the message is going to the dead-letter queue (and its alarm) either way."""
+    try:
+        key = intake()[0].report_failure(created, error)
+    except Exception:
+        logger.exception("could not write the error document for a dead-lettered object")
+        return
+    count("IntakeDeadLettered")
+    logger.error("object dead-lettered", extra={"error_document": key, "error": type(error).__name__})
 
 
 @lambda_handler

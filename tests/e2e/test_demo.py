@@ -13,19 +13,25 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(("scenario", "finisher"), [("default", "webhook"), ("lost-webhook", "polling")])
-def test_the_demo_runs_the_pipeline_end_to_end(tmp_path: Path, scenario: str, finisher: str) -> None:
+def run_demo(scenario: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`make demo SCENARIO=...`, as a newcomer runs it; fails the test unless it exits 0."""
     env = os.environ | {"PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'common'}"}
     result = subprocess.run(
-        [sys.executable, "-m", "local.demo", "--scenario", scenario, "--out", str(tmp_path)],
+        [sys.executable, "-m", "local.demo", "--scenario", scenario, "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.parametrize(("scenario", "finisher"), [("default", "webhook"), ("lost-webhook", "polling")])
+def test_the_demo_runs_the_pipeline_end_to_end(tmp_path: Path, scenario: str, finisher: str) -> None:
+    result = run_demo(scenario, tmp_path)
     assert f"ended COMPLETED (finished by {finisher})" in result.stdout
     assert "job is PENDING" in result.stdout
     assert "job is QUEUED" in result.stdout
@@ -37,17 +43,7 @@ def test_the_demo_runs_the_pipeline_end_to_end(tmp_path: Path, scenario: str, fi
 
 
 def test_the_bulk_demo_shows_jobs_waiting_their_turn_and_finishing_in_order(tmp_path: Path) -> None:
-    env = os.environ | {"PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'common'}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "local.demo", "--scenario", "bulk", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_demo("bulk", tmp_path)
     assert "Finished in arrival order: bulk/clip-1, bulk/clip-2, bulk/clip-3, bulk/clip-4" in result.stdout
     assert "most generations in flight at sync.so: 1" in result.stdout
     assert result.stdout.count("ended COMPLETED") == 4

@@ -181,6 +181,15 @@ def test_the_pair_arrives_with_its_later_upload_whichever_event_comes_first(worl
     assert (job.queue_key or "").startswith(at(5))
 
 
+def test_an_object_whose_last_delivery_fails_leaves_an_error_document(world: World) -> None:
+    world.storage.put("inputs/clip.mp4")
+    key = world.intake().report_failure(world.storage.event("inputs/clip.mp4"), TimeoutError("dynamodb"))
+    assert key == "outputs/clip.mp4.error.json"  # named after the file: never a job's document
+    document = world.storage.documents[key]
+    assert (document["object"], document["status"]) == ("inputs/clip.mp4", "NOT_PROCESSED")
+    assert "dead-letter queue" in document["error"]["message"]
+
+
 # ---------------------------------------------------------------------------- admission
 
 

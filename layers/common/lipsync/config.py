@@ -54,6 +54,7 @@ class QueueSettings(StoreSettings):
 
 class IntakeSettings(PlanningSettings, QueueSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
+    max_receive_count: int = Field(5, validation_alias="SUBMIT_MAX_RECEIVE_COUNT", ge=1)
     job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
 
 

@@ -98,7 +98,9 @@ class DispatchReport:
 
     def log_fields(self) -> dict[str, Any]:
         """For the log line (`created` is a reserved LogRecord attribute, hence `dispatched`)."""
-        fields = {name: value for name, value in self.__dict__.items() if value} | {"dispatched": self.created}
+        fields = {name: value for name, value in self.__dict__.items() if value} | {
+            "dispatched": self.created
+        }
         fields.pop("created", None)
         return fields
 

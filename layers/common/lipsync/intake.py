@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from lipsync.documents import write_job_document
 from lipsync.job_store import QUEUE_PARTITION, Update, queue_key
 from lipsync.jobs import Job, JobError, JobStatus, utc_now
-from lipsync.planning import INPUTS_PREFIX, InvalidInputError, InvalidJobError, JobPlan, plan_job
+from lipsync.planning import (
+    INPUTS_PREFIX,
+    JOBS_PREFIX,
+    OUTPUTS_PREFIX,
+    InvalidInputError,
+    InvalidJobError,
+    JobPlan,
+    plan_job,
+)
 
 if TYPE_CHECKING:
     from lipsync.config import IntakeSettings
@@ -26,6 +34,7 @@ Outcome = Literal["queued", "duplicate", "waiting", "ignored", "invalid"]
 class Intake:
     def __init__(self, settings: IntakeSettings, store: JobStore, storage: Storage, kicker: Kicker) -> None:
         self._settings = settings
+        self.max_receive_count = settings.max_receive_count
         self._store = store
         self._storage = storage
         self._kicker = kicker
@@ -49,6 +58,27 @@ class Intake:
         if plan is None:
             return ("waiting" if created.key.startswith(INPUTS_PREFIX) else "ignored"), None
         return self.enqueue(plan)
+
+    def report_failure(self, created: ObjectCreated, error: Exception) -> str:
+        """The object's last delivery failed: before it goes to the dead-letter queue, leave a
+        document the user will find (named after the file, so it never overwrites a job's)."""
+        prefix = JOBS_PREFIX if created.key.startswith(JOBS_PREFIX) else INPUTS_PREFIX
+        key = f"{OUTPUTS_PREFIX}{created.key.removeprefix(prefix)}.error.json"
+        self._storage.put_json(
+            key,
+            {
+                "object": created.key,
+                "versionId": created.version_id,
+                "status": "NOT_PROCESSED",
+                "error": {
+                    "code": "intake_failed",
+                    "message": f"the upload could not be turned into a job ({type(error).__name__}); "
+                    "its S3 event is in the dead-letter queue: redrive it once AWS is healthy again",
+                },
+                "at": utc_now(),
+            },
+        )
+        return key
 
     def _new_job(self, plan: JobPlan, status: JobStatus, **extra: Any) -> Job:
         now = utc_now()
