@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = sorted(path.name for path in (ROOT / "functions").iterdir() if (path / "app.py").exists())
 LOGICAL_IDS = {
     "arm_webhook": "ArmWebhookFunction",
+    "dispatch": "DispatchFunction",
     "finalize": "FinalizeFunction",
     "reconcile": "ReconcileFunction",
     "status": "StatusFunction",

@@ -10,7 +10,7 @@ from local.load import load_stack, run_load
 
 pytestmark = pytest.mark.integration
 
-PAIRS, SLOTS, GENERATION_SECONDS = 30, 3, 2.0
+PAIRS, SLOTS, GENERATION_SECONDS = 30, 3, 1.0
 
 
 def test_a_burst_of_pairs_drains_through_the_plan_without_loss_or_duplicates() -> None:

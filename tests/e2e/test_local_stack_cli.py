@@ -74,7 +74,10 @@ def test_make_local_stack_serves_the_pipeline(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, f"no COMPLETED job: {items}"
             time.sleep(0.3)
         (job,) = items
-        assert [entry["M"]["source"]["S"] for entry in job["history"]["L"]][-1] == "webhook"
+        # Queued by intake, created by dispatch, ended by finalize's GET after the webhook woke it.
+        sources = [entry["M"]["source"]["S"] for entry in job["history"]["L"]]
+        assert sources == ["intake", "dispatch", "dispatch", "finalize"]
+        assert job["finishedBy"]["S"] == "webhook"
         log = httpx.get(f"{state['emulator_admin_url']}/requests").json()
         assert [(r["method"], r["path"]) for r in log if r["method"] == "POST"] == [("POST", "/v2/generate")]
     finally:
