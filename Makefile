@@ -74,7 +74,8 @@ bench: install  ## Cold-import times, layer size, transitions and API calls per 
 	$(PY) -m tests.bench
 
 .PHONY: load
-load: install  ## Drop PAIRS pairs (200) on a SLOTS-slot plan (3): completion, POSTs per job, slot use, drain time, latency
+load: install  ## 10,000 queued jobs; then PAIRS pairs (200) on a SLOTS-slot plan (3): completion, POSTs per job, slot use, drain, latency
+	$(PY) -m pytest tests/load -q
 	$(PY) -m local.load --pairs $(PAIRS) --slots $(SLOTS) --generation-seconds $(GENERATION_SECONDS)
 
 .PHONY: format

@@ -178,22 +178,6 @@ def test_a_dynamodb_throttle_in_reconcile_is_retried_not_a_failure(pipeline: Pip
     assert all("ProvisionedThroughputExceeded" in f["taskFailedEventDetails"]["error"] for f in failures)
 
 
-def test_an_api_key_rotated_during_a_job_fails_nothing(pipeline: Pipeline) -> None:
-    pipeline.stack.emulator.set_scenario({"processingSeconds": 3})
-    running = pipeline.drop_pair("during-rotation")
-    pipeline.wait_job(running, until=lambda j: j["status"] == "PENDING")
-    secrets = pipeline.stack.client("secretsmanager")
-    secrets.put_secret_value(SecretId=resource(pipeline, "SyncApiKeySecret"), SecretString="sk-rotated")
-    pipeline.stack.emulator.rotate_api_key("sk-rotated")
-    later = pipeline.drop_pair("after-rotation")
-    try:
-        for name in (running, later):
-            assert pipeline.wait_job(name, timeout=60)["status"] == "COMPLETED"
-    finally:
-        secrets.put_secret_value(SecretId=resource(pipeline, "SyncApiKeySecret"), SecretString="sk-emulator")
-        pipeline.stack.emulator.rotate_api_key("sk-emulator")
-
-
 def test_a_transient_failure_is_sent_once_more_and_every_generation_is_listed(pipeline: Pipeline) -> None:
     pipeline.stack.emulator.set_scenario(
         {"outcome": "FAILED", "outcomeErrorCode": "generation_pipeline_failed", "outcomeError": "crashed"}
@@ -222,3 +206,20 @@ def test_finalize_gives_up_on_a_broken_download_at_the_deadline(pipeline: Pipeli
     assert pipeline.document(name)["error"]["code"] == "output_copy_failed"
     execution = pipeline.sfn.describe_execution(executionArn=pipeline.execution_arn(job["executionName"]))
     assert execution["status"] == "SUCCEEDED"
+
+
+def test_an_api_key_rotated_during_a_job_fails_nothing(pipeline: Pipeline) -> None:
+    # Last in the module: the functions keep the rotated key until their next 401.
+    pipeline.stack.emulator.set_scenario({"processingSeconds": 3})
+    running = pipeline.drop_pair("during-rotation")
+    pipeline.wait_job(running, until=lambda j: j["status"] == "PENDING")
+    secrets = pipeline.stack.client("secretsmanager")
+    secrets.put_secret_value(SecretId=resource(pipeline, "SyncApiKeySecret"), SecretString="sk-rotated")
+    pipeline.stack.emulator.rotate_api_key("sk-rotated")
+    later = pipeline.drop_pair("after-rotation")
+    try:
+        for name in (running, later):
+            assert pipeline.wait_job(name, timeout=60)["status"] == "COMPLETED"
+    finally:
+        secrets.put_secret_value(SecretId=resource(pipeline, "SyncApiKeySecret"), SecretString="sk-emulator")
+        pipeline.stack.emulator.rotate_api_key("sk-emulator")

@@ -481,12 +481,12 @@ def test_the_earliest_delayed_kick_wins(world: World) -> None:
     assert admission.schedule_wake(1080.0, 1061.0)  # the pending one is over
 
 
-def test_ten_thousand_queued_jobs_dispatch_from_the_index_head_without_a_scan(world: World) -> None:
+def seed_queue(world: World, count: int) -> None:
+    """`count` queued jobs, written directly (as `count` uploads would leave them), in arrival order."""
     template = world.drop_pair("template", at(0))
     world.store.apply(Update(template.job_id, remove=("queue",)))  # keep it out of line
-    client = world.store._client
     requests: list[Any] = []
-    for index in range(10_000):
+    for index in range(count):
         arrived = f"2026-11-29T10:{index // 6000:02d}:{index // 100 % 60:02d}.{index % 100:03d}Z"
         job = template.model_copy(
             update={
@@ -495,23 +495,31 @@ def test_ten_thousand_queued_jobs_dispatch_from_the_index_head_without_a_scan(wo
                 "queue_key": f"{arrived}#{index:032x}",
             }
         )
-        requests.append({"PutRequest": {"Item": world.store.codec.item(_stored(job))}})
+        stored = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
+            "statusRank": 0,
+            "queue": "queued",
+        }
+        requests.append({"PutRequest": {"Item": world.store.codec.item(stored)}})
     for start in range(0, len(requests), 25):
-        client.batch_write_item(RequestItems={JOBS_TABLE: requests[start : start + 25]})
-    assert world.store.count_queued() == 10_000
+        world.store._client.batch_write_item(RequestItems={JOBS_TABLE: requests[start : start + 25]})
+
+
+def dispatch_from_a_long_queue(world: World, count: int) -> None:
+    """The head comes from the queue index (a Query per claim), never a Scan, whatever the length."""
+    seed_queue(world, count)
+    assert world.store.count_queued() == count
     calls: list[str] = []
-    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    world.store._client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
     world.dispatcher(concurrency=3).run()
     assert "Scan" not in calls
+    assert calls.count("Query") == 3  # one per claim
     assert [job.name for job in world.jobs() if job.status == "PENDING"] == ["bulk/0", "bulk/1", "bulk/2"]
-    assert world.store.count_queued() == 9_997
-    last = world.store.get(f"{9_999:032x}")
+    last = world.store.get(f"{count - 1:032x}")
     assert last is not None
-    assert world.store.count_queued(before=last.queue_key) == 9_996  # its place in line: 9,997th
+    assert world.store.count_queued(before=last.queue_key) == count - 4  # its place in line: count - 3
 
 
-def _stored(job: Job) -> dict[str, Any]:
-    return job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
-        "statusRank": 0,
-        "queue": "queued",
-    }
+def test_a_long_queue_dispatches_from_the_index_head_without_a_scan(world: World) -> None:
+    dispatch_from_a_long_queue(world, 300)  # 10,000: tests/load/test_ten_thousand.py (make load)
