@@ -21,6 +21,7 @@ import httpx
 from lipsync.s3_events import ObjectCreated
 from lipsync.storage import MAX_MANIFEST_BYTES, ObjectInfo, TooLargeError
 from lipsync.sync_client import KeyProvider, SyncClient
+from tests.fake_multipart import FakeMultipartUpload
 
 # ---------------------------------------------------------------------------- kicks
 
@@ -45,6 +46,7 @@ class FakeObject:
     etag: str
     content_type: str = "application/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     def info(self, key: str) -> ObjectInfo:
         return ObjectInfo(key=key, version_id=self.version_id, etag=self.etag, size=len(self.body))
@@ -118,12 +120,27 @@ class FakeStorage:
         self.documents[key] = json.loads(body)
         self.writes.append(key)
 
-    def upload(self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]) -> ObjectInfo:
+    def upload(
+        self,
+        key: str,
+        body: BinaryIO,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        tags: dict[str, str] | None = None,
+    ) -> ObjectInfo:
         stored = self.put(key, body.read(), content_type=content_type)
-        stored = FakeObject(stored.body, stored.version_id, stored.etag, content_type, dict(metadata))
+        stored = FakeObject(
+            stored.body, stored.version_id, stored.etag, content_type, dict(metadata), dict(tags or {})
+        )
         self.objects[key] = self.versions[(key, stored.version_id)] = stored
         self.writes.append(key)
         return stored.info(key)
+
+    def start_multipart(
+        self, key: str, *, content_type: str, metadata: dict[str, str]
+    ) -> FakeMultipartUpload:
+        return FakeMultipartUpload(self, key, content_type, metadata)
 
 
 # ---------------------------------------------------------------------------- workflow

@@ -8,6 +8,24 @@
 See docs/local-stack.md.
 """
 
-from .stack import CLI_PORTS, FunctionError, HookNotActive, OneMachineStack, Ports, TemplateError
+from .stack import (
+    CLI_PORTS,
+    DOCKER_BRIDGE_HOST,
+    SAM_LOCAL_PORTS,
+    FunctionError,
+    HookNotActive,
+    OneMachineStack,
+    Ports,
+    TemplateError,
+)
 
-__all__ = ["CLI_PORTS", "FunctionError", "HookNotActive", "OneMachineStack", "Ports", "TemplateError"]
+__all__ = [
+    "CLI_PORTS",
+    "DOCKER_BRIDGE_HOST",
+    "SAM_LOCAL_PORTS",
+    "FunctionError",
+    "HookNotActive",
+    "OneMachineStack",
+    "Ports",
+    "TemplateError",
+]

@@ -1,4 +1,4 @@
-"""`python -m local.stack --state-file PATH`: serve the one-machine stack until SIGINT/SIGTERM."""
+"""`python -m local.stack --state-file PATH [--host ADDRESS]`: serve the one-machine stack until a signal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import FrameType
 
 from local.sync_emulator import EmulatorConfig
 
-from .stack import CLI_PORTS, OneMachineStack, Ports
+from .stack import CLI_PORTS, DOCKER_BRIDGE_HOST, OneMachineStack, Ports
 from .template import TemplateError
 
 
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-processing-seconds", type=float, default=defaults.processing_seconds)
     parser.add_argument("--sync-concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--sync-rate-limit", type=int, default=defaults.rate_limit)
+    parser.add_argument(
+        "--host",
+        default=CLI_PORTS.host,
+        help="the address every server listens on (default: %(default)s); for `sam local`, Docker's "
+        f"bridge address ({DOCKER_BRIDGE_HOST}) so that containers reach the stack",
+    )
     parser.add_argument("--aws-port", type=int, default=CLI_PORTS.aws, help="moto server (0: any free port)")
     parser.add_argument("--api-port", type=int, default=CLI_PORTS.api, help="API Gateway front door")
     parser.add_argument("--sync-port", type=int, default=CLI_PORTS.sync, help="sync.so emulator")
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator_config=config,
         stack_name=args.stack_name,
         state_file=args.state_file,
-        ports=Ports(aws=args.aws_port, api=args.api_port, sync=args.sync_port),
+        ports=Ports(aws=args.aws_port, api=args.api_port, sync=args.sync_port, host=args.host),
         function_concurrency=args.function_concurrency,
         schedule_period_seconds=args.schedule_period_seconds,
     )

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape  # nosec B406 # escapes text we write; parses nothing
 
 import botocore.session
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer

@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 import httpx
 from botocore.config import Config
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from local.sync_emulator import EmulatorConfig, SyncEmulator
 
@@ -25,10 +27,11 @@ from .front_door import FrontDoor
 from .provision import ProvisionedStack, Provisioner
 from .sqs_poller import SqsPoller
 from .template import ACCOUNT_ID, REGION, Resolver, TemplateError, load_template, resolve_parameters
+from .transform import translate
 from .workers import FunctionWorker, HookNotActive, hook_active, lambda_aws_env, register, unregister
 
 ACCESS_KEY = "testing"
-SECRET_KEY = "testing"  # noqa: S105 - moto's fake credentials
+SECRET_KEY = "testing"  # nosec B105 # noqa: S105 - moto's fake credentials
 
 _active: list[OneMachineStack] = []  # moto's backends are process-wide; see stop()
 _active_lock = threading.Lock()
@@ -48,22 +51,30 @@ class FunctionError(Exception):
 
 @dataclass(frozen=True)
 class Ports:
-    """Loopback ports; 0 picks a free one. The CLI's fixed defaults make events/env.json valid."""
+    """Where the stack listens: one address, three ports (0 picks a free one).
+
+    The CLI's fixed ports make events/env.json valid; `host` is loopback unless containers must
+    reach the stack (`sam local`: Docker's bridge address, see SAM_LOCAL_PORTS).
+    """
 
     aws: int = 0
     api: int = 0
     sync: int = 0
+    host: str = "127.0.0.1"
 
     @staticmethod
     def urls(ports: Ports) -> tuple[str, str, str]:
         return (
-            f"http://127.0.0.1:{ports.aws}",
-            f"http://127.0.0.1:{ports.api}",
-            f"http://127.0.0.1:{ports.sync}",
+            f"http://{ports.host}:{ports.aws}",
+            f"http://{ports.host}:{ports.api}",
+            f"http://{ports.host}:{ports.sync}",
         )
 
 
 CLI_PORTS = Ports(aws=4566, api=3000, sync=8089)
+# Docker's default bridge (docker0) on the host: what `sam local` containers reach the stack at.
+DOCKER_BRIDGE_HOST = "172.17.0.1"
+SAM_LOCAL_PORTS = Ports(aws=CLI_PORTS.aws, api=CLI_PORTS.api, sync=CLI_PORTS.sync, host=DOCKER_BRIDGE_HOST)
 
 
 class OneMachineStack:
@@ -99,9 +110,9 @@ class OneMachineStack:
         # Replaces every schedule's rate, so tests need not wait minutes for a tick.
         self.schedule_period_seconds = schedule_period_seconds
         self.emulator = SyncEmulator(
-            emulator_config or EmulatorConfig(), host="127.0.0.1", port=self.ports.sync
+            emulator_config or EmulatorConfig(), host=self.ports.host, port=self.ports.sync
         )
-        self.front_door = FrontDoor({ACCESS_KEY: SECRET_KEY}, port=self.ports.api)
+        self.front_door = FrontDoor({ACCESS_KEY: SECRET_KEY}, host=self.ports.host, port=self.ports.api)
         self.state: dict[str, Any] = {}
         self.parameters: dict[str, Any] = {}
         self.provisioned = ProvisionedStack()
@@ -110,6 +121,7 @@ class OneMachineStack:
         self.event_sources: EventSources | None = None
         self.endpoint_url = ""
         self._moto: MotoServer | None = None
+        self._moto_loopback: BaseWSGIServer | None = None  # see _start_servers
         self._session = boto3.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
         )
@@ -148,11 +160,20 @@ class OneMachineStack:
         self.emulator.start()
         self._started.append("emulator")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request otherwise
-        self._moto = MotoServer(ip_address="127.0.0.1", port=self.ports.aws)
+        self._moto = MotoServer(ip_address=self.ports.host, port=self.ports.aws)
         self._moto.start()
         self._started.append("moto")
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        if host not in ("127.0.0.1", "localhost"):
+            # The Step Functions interpreter calls http://localhost:$MOTO_PORT whatever moto binds:
+            # serve the same app (the same backends, the same middleware) on loopback too.
+            self._moto_loopback = make_server(
+                "127.0.0.1", port, self._moto.middleware, True, request_handler=MotoRequestHandler
+            )
+            threading.Thread(
+                target=self._moto_loopback.serve_forever, name="moto-loopback", daemon=True
+            ).start()
         # The Step Functions interpreter calls http://localhost:$MOTO_PORT; ThreadedMotoServer doesn't set it.
         os.environ["MOTO_PORT"] = str(port)
         config = {"stepfunctions": {"execute_state_machine": True}}  # run executions, not just record them
@@ -172,15 +193,18 @@ class OneMachineStack:
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
         }
-        resolver = Resolver(template, self.parameters, pseudo, set(template.get("Resources") or {}))
+        # What CloudFormation provisions: the SAM transform's output, given the stack's parameters.
+        cloudformation, artifacts = translate(template, {**self.parameters, **pseudo})
+        resources = set(cloudformation.get("Resources") or {})
+        resolver = Resolver(cloudformation, self.parameters, pseudo, resources)
         self._started.append("resources")
         self.provisioned = Provisioner(
-            template,
+            cloudformation,
+            artifacts,
             self.template_path.parent,
             resolver,
             self.stack_name,
             self.client,
-            self.front_door.url,
             check_handlers=self.check_handlers,
         ).run()
 
@@ -195,7 +219,7 @@ class OneMachineStack:
         stages = [
             r.get("Properties", {}).get("StageName")
             for r in (template.get("Resources") or {}).values()
-            if r.get("Type") == "AWS::Serverless::Api"
+            if r.get("Type") in ("AWS::Serverless::Api", "AWS::ApiGateway::Stage")
         ]
         if stages and isinstance(stages[0], str):
             supplied["PublicApiUrl"] = f"{self.front_door.url}/{stages[0]}"
@@ -231,7 +255,7 @@ class OneMachineStack:
         machines = [
             str(r["Ref"])
             for r in self.provisioned.resources.values()
-            if r["Type"] in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+            if r["Type"] == "AWS::StepFunctions::StateMachine"
         ]
         self.event_sources = EventSources(
             self.provisioned.schedules,
@@ -270,6 +294,10 @@ class OneMachineStack:
                     # Backends are process-wide: clear them so the next stack starts from nothing.
                     httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
                 self._moto.stop()
+                if self._moto_loopback is not None:
+                    self._moto_loopback.shutdown()
+                    self._moto_loopback.server_close()
+                    self._moto_loopback = None
                 if others:
                     os.environ["MOTO_PORT"] = others[-1].endpoint_url.rsplit(":", 1)[1]
         if "emulator" in started:
@@ -309,8 +337,14 @@ class OneMachineStack:
 
     def sam_local_env(self, ports: Ports | None = None) -> dict[str, dict[str, str]]:
         """`sam local invoke --env-vars` content: each function's resolved environment, pointed at
-        this stack (at `ports`, default the running ones), with secret names instead of ARNs."""
-        target = ports or Ports(*(int(url.rsplit(":", 1)[1].split("/")[0]) for url in self._urls()))
+        this stack (at `ports`, default where it listens), with secret names instead of ARNs.
+
+        SAM applies only variables the template declares (Globals declares AWS_ENDPOINT_URL, empty);
+        credentials and the region are Lambda's reserved variables: `sam local` passes the caller's
+        own (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION from the shell) into the container.
+        """
+        aws, api, sync = (int(url.rsplit(":", 1)[1].split("/")[0]) for url in self._urls())
+        target = ports or Ports(aws=aws, api=api, sync=sync, host=self.ports.host)
         rewrites = dict(zip(self._urls(), Ports.urls(target), strict=True))
         secret_names = {
             resource["Ref"]: resource["Ref"].split(":secret:", 1)[1].rsplit("-", 1)[0]
@@ -323,9 +357,9 @@ class OneMachineStack:
                 value = value.replace(running, wanted)
             return str(secret_names.get(value, value))
 
-        aws = lambda_aws_env(Ports.urls(target)[0])
+        endpoint = {"AWS_ENDPOINT_URL": Ports.urls(target)[0]}
         return {
-            name: {key: local(value) for key, value in spec.environment.items()} | aws
+            name: {key: local(value) for key, value in spec.environment.items()} | endpoint
             for name, spec in sorted(self.provisioned.functions.items())
         }
 
@@ -373,24 +407,28 @@ class OneMachineStack:
         """
         if function not in self.workers:
             raise KeyError(f"no function {function!r} in this stack (have: {sorted(self.workers)})")
-        assert self._moto is not None, "start the stack first"
+        if self._moto is None:
+            raise RuntimeError("the stack is not running: start it first")
         self._moto.middleware.inject_fault(
             function, operation, count=count, status=status, code=code, message=message
         )
 
     def clear_aws_faults(self) -> None:
         """Drop injected faults that have not fired yet."""
-        assert self._moto is not None, "start the stack first"
+        if self._moto is None:
+            raise RuntimeError("the stack is not running: start it first")
         self._moto.middleware.clear_faults()
 
     def aws_fault_hits(self) -> dict[tuple[str, str], int]:
         """How many injected faults fired, per (function, operation)."""
-        assert self._moto is not None, "start the stack first"
+        if self._moto is None:
+            raise RuntimeError("the stack is not running: start it first")
         return self._moto.middleware.fault_hits()
 
     def aws_calls(self) -> dict[tuple[str, str], int]:
         """How many AWS requests each function made, per (function, operation), faulted ones included."""
-        assert self._moto is not None, "start the stack first"
+        if self._moto is None:
+            raise RuntimeError("the stack is not running: start it first")
         return self._moto.middleware.calls()
 
     def function_logs(self, function: str) -> str:

@@ -1,16 +1,17 @@
-"""Load a SAM template and resolve it the way CloudFormation would, for one local stack.
+"""Load a template and resolve it the way CloudFormation would, for one local stack.
 
 What lives here: parameters (defaults, overrides, constraints), conditions, the
-intrinsic functions the project uses, SAM `Globals` merging and the dependency order
-of resources. Physical ids (`Ref`) and attributes (`Fn::GetAtt`) of resources are
-filled in by the provisioner as it creates them, so a reference to something that does
-not exist (yet) fails loudly instead of resolving to a placeholder.
+intrinsic functions and the dependency order of resources. SAM's own semantics
+(Globals, policy templates, implicit roles, event sources) are the SAM transform's
+(transform.py): this module sees the CloudFormation it produces. Physical ids (`Ref`)
+and attributes (`Fn::GetAtt`) of resources are filled in by the provisioner as it
+creates them, so a reference to something that does not exist (yet) fails loudly
+instead of resolving to a placeholder.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -112,71 +113,6 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-# --------------------------------------------------------------------------- globals
-_GLOBAL_SECTIONS = {
-    "Function": "AWS::Serverless::Function",
-    "Api": "AWS::Serverless::Api",
-    "HttpApi": "AWS::Serverless::HttpApi",
-    "SimpleTable": "AWS::Serverless::SimpleTable",
-    "StateMachine": "AWS::Serverless::StateMachine",
-    "LayerVersion": "AWS::Serverless::LayerVersion",
-}
-
-
-def apply_globals(template: dict[str, Any]) -> dict[str, Any]:
-    """Resources with SAM `Globals` merged in: maps merge, lists add up, scalars override."""
-    resources = copy.deepcopy(template.get("Resources", {}) or {})
-    for section, settings in (template.get("Globals") or {}).items():
-        resource_type = _GLOBAL_SECTIONS.get(section)
-        if resource_type is None:
-            raise TemplateError(f"Globals.{section} is not a SAM globals section")
-        for resource in resources.values():
-            if resource.get("Type") == resource_type:
-                resource["Properties"] = _merge(settings, resource.get("Properties") or {})
-    return resources
-
-
-def _merge(global_value: Any, local_value: Any) -> Any:
-    if _is_intrinsic(global_value) or _is_intrinsic(local_value):
-        return copy.deepcopy(local_value)
-    if isinstance(global_value, dict) and isinstance(local_value, dict):
-        merged = copy.deepcopy(global_value)
-        for key, value in local_value.items():
-            merged[key] = _merge(merged[key], value) if key in merged else copy.deepcopy(value)
-        return merged
-    if isinstance(global_value, list) and isinstance(local_value, list):
-        return copy.deepcopy(global_value) + copy.deepcopy(local_value)
-    return copy.deepcopy(local_value)
-
-
-def _is_intrinsic(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _INTRINSIC_KEYS
-
-
-_INTRINSIC_KEYS = {"Ref", "Condition"} | {
-    f"Fn::{n}"
-    for n in (
-        "GetAtt",
-        "Sub",
-        "Select",
-        "Split",
-        "Join",
-        "If",
-        "Equals",
-        "Not",
-        "And",
-        "Or",
-        "FindInMap",
-        "Base64",
-        "GetAZs",
-        "ImportValue",
-        "Cidr",
-        "Length",
-        "ToJsonString",
-    )
-}
 
 
 # --------------------------------------------------------------------------- dependencies

@@ -89,8 +89,8 @@ class _Sandbox:
     def invoke(self, request_id: str, event: Any) -> tuple[str, bool, str]:
         """Run one invocation (the caller owns the sandbox): moto's `(payload_json, errored, logs)`."""
         worker = self._worker
-        assert self._process is not None
-        assert self._process.stdin is not None
+        if self._process is None or self._process.stdin is None:
+            raise RuntimeError(f"{worker.spec.name}: the sandbox has no running worker process")
         log_start = worker.log_path.stat().st_size
         try:
             request = {"request_id": request_id, "event": event}
@@ -123,7 +123,8 @@ class _Sandbox:
 
     def _read_line(self, deadline: float) -> str | None:
         """The next answer line, or None when the worker died; TimeoutError after the deadline."""
-        assert self._response_fd is not None
+        if self._response_fd is None:
+            raise RuntimeError("the sandbox has no response pipe: start its worker first")
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -290,7 +291,7 @@ def lambda_aws_env(endpoint_url: str) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # nosec B105 # moto's fake credentials
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
     }

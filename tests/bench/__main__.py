@@ -11,6 +11,9 @@
    job queue (DynamoDB), and its execution starts when it is dispatched.
 4. The AWS cost per 1,000 jobs from those counts and the list prices in shared/docs/references.md.
 5. DynamoDB reads and writes per dispatched job, as the dispatcher's code paths make them.
+6. Finalize's copy of a large output (BENCH_OUTPUT_GB, default 2.1 GB, generated on the fly behind a
+   302 hop) into a moto server: MB/s, the copy's peak memory (tracemalloc and RSS, in its own
+   process) and what moto's side costs (it keeps every part and the assembled object).
 """
 
 from __future__ import annotations
@@ -256,12 +259,59 @@ def measure_jobs() -> None:
     print("no Scan anywhere: the next job is the first item of the sparse queue-order index")
 
 
+# ---------------------------------------------------------------------------- large output copy
+
+
+def measure_large_output_copy() -> None:
+    from tests.large_output import (
+        SyntheticOutputServer,
+        copy_in_child,
+        make_bucket,
+        rss_bytes,
+        start_moto,
+        stored_sha256,
+        synthetic_sha256,
+    )
+
+    size = int(float(os.environ.get("BENCH_OUTPUT_GB", "2.1")) * 1e9)
+    heading(f"Finalize's output copy: {size / 1e9:.2f} GB via a 302 hop into moto S3 (16 MiB parts)")
+    server, endpoint = start_moto()
+    try:
+        make_bucket(endpoint)
+        moto_before = rss_bytes()
+        with SyntheticOutputServer(size) as source:
+            report = copy_in_child(endpoint, source.url)
+        moto_peak = rss_bytes("VmHWM") - moto_before
+        stored_size, digest, _, tags = stored_sha256(endpoint)
+    finally:
+        server.stop()
+    expected = synthetic_sha256(size)
+    checks = stored_size == size and digest == expected == report.sha256 == tags.get("sha256")
+    print(
+        f"copied {report.size / 1e9:.2f} GB in {report.parts} parts, {report.seconds:.1f} s:"
+        f" {report.mb_per_second:.0f} MB/s"
+    )
+    print(f"size and SHA-256 of the stored object {'match' if checks else 'DO NOT MATCH'}")
+    print(
+        f"copy process: tracemalloc peak {report.tracemalloc_peak / 1e6:.0f} MB,"
+        f" RSS growth {report.rss_growth / 1e6:.0f} MB, files written: {len(report.files_written)}"
+    )
+    print(
+        f"moto (this process): RSS growth up to {moto_peak / 1e6:.0f} MB; it holds the parts, then joins"
+        " them into one object"
+    )
+
+
 def main() -> int:
+    if os.environ.get("BENCH_ONLY") == "large-output":
+        measure_large_output_copy()
+        return 0
     if shutil.which("sam") is None and not (Path(sys.executable).parent / "sam").exists():
         print("sam is not installed; run make install first", file=sys.stderr)
         return 1
     measure_layer_and_imports()
     measure_jobs()
+    measure_large_output_copy()
     return 0
 
 

@@ -44,8 +44,9 @@ def assert_output_copied(pipeline: Pipeline, job: dict[str, Any]) -> None:
         "job-id": job["jobId"],
         "generation-id": job["generationId"],
         "model": "lipsync-2",
-        "sha256": sha256(body),
     }
+    tags = pipeline.s3.get_object_tagging(Bucket=pipeline.bucket, Key=key)["TagSet"]
+    assert tags == [{"Key": "sha256", "Value": sha256(body)}]
     assert job["outputChecksum"] == f"sha256:{sha256(body)}"
     assert version["VersionId"] == job["outputVersionId"]
 

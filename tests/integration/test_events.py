@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from local.media import make_sample_audio, make_sample_video
-from local.stack import CLI_PORTS, OneMachineStack
+from local.stack import SAM_LOCAL_PORTS, OneMachineStack
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +45,10 @@ def wait_for_posts(stack: OneMachineStack, count: int, timeout: float = 30) -> l
 
 
 def test_env_json_is_what_the_template_provisions(stack: OneMachineStack) -> None:
-    expected = stack.sam_local_env(CLI_PORTS)
+    expected = stack.sam_local_env(SAM_LOCAL_PORTS)
     assert json.loads((EVENTS / "env.json").read_text()) == expected, (
-        "events/env.json is stale; regenerate it: python -m local.stack --state-file /tmp/s.json "
-        "--env-file events/env.json (then Ctrl-C)"
+        "events/env.json is stale; regenerate it: python -m local.stack --host 172.17.0.1 "
+        "--state-file /tmp/s.json --env-file events/env.json (then Ctrl-C)"
     )
 
 

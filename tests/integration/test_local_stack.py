@@ -137,7 +137,7 @@ def test_resources_are_provisioned_from_the_template(stack: OneMachineStack) -> 
         "Role"
     ]
     policy = stack.client("iam").get_role_policy(
-        RoleName=role.rsplit("/", 1)[1], PolicyName="ConsumerFunctionPolicy0"
+        RoleName=role.rsplit("/", 1)[1], PolicyName="ConsumerFunctionRolePolicy0"
     )
     assert policy["PolicyDocument"]["Statement"][0]["Action"] == "dynamodb:UpdateItem"
 
@@ -177,8 +177,9 @@ def test_environment_is_resolved_per_function(stack: OneMachineStack) -> None:
     assert 0 < context["remaining_ms"] <= 2000
     echo = stack.workers["EchoFunction"].environment()
     assert echo["ECHO_ONLY"] == "1"
-    assert echo["PUBLIC_URL"] == f"{stack.front_door.url}/v1"  # the stack supplies PublicApiUrl
     assert "STEP_ONLY" not in echo
+    consumer = stack.workers["ConsumerFunction"].environment()
+    assert consumer["PUBLIC_URL"] == f"{stack.front_door.url}/v1"  # the stack supplies PublicApiUrl
 
 
 def test_worker_starts_cold_once_then_stays_warm(stack: OneMachineStack) -> None:
@@ -578,7 +579,12 @@ def test_disabled_schedules_are_provisioned_but_do_not_fire(stack: OneMachineSta
     events = stack.client("events")
     for schedule in stack.provisioned.schedules:
         assert events.describe_rule(Name=schedule.rule_name)["State"] == "DISABLED"
-    assert {r["event"] for r in stack.state["event_rules"]} == {"Tick", "Raw", "Ended"}
+    # SAM names each event's rule <function><event>.
+    assert {r["event"] for r in stack.state["event_rules"]} == {
+        "EventsFunctionTick",
+        "EventsFunctionRaw",
+        "EventsFunctionEnded",
+    }
 
 
 def test_schedules_fire_their_input_or_the_scheduled_event() -> None:
@@ -586,7 +592,7 @@ def test_schedules_fire_their_input_or_the_scheduled_event() -> None:
         FIXTURE_TEMPLATE, {"SchedulesEnabled": "true"}, stack_name="schedules", schedule_period_seconds=0.3
     ) as running:
         events, function = running.client("events"), running.workers["EventsFunction"].spec
-        tick, raw = sorted(running.provisioned.schedules, key=lambda s: s.event != "Tick")
+        tick, raw = sorted(running.provisioned.schedules, key=lambda s: s.event != "EventsFunctionTick")
         rule = events.describe_rule(Name=tick.rule_name)
         assert (rule["ScheduleExpression"], rule["State"]) == ("rate(1 minute)", "ENABLED")
         (target,) = events.list_targets_by_rule(Rule=tick.rule_name)["Targets"]
@@ -864,7 +870,11 @@ def test_parameter_without_value_names_it(tmp_path: Path) -> None:
             "{Type: SQS, Properties: {Queue: !GetAtt Queue.Arn, ScalingConfig: {MaximumConcurrency: 1}}}",
             "2..1000",
         ),
-        ("{Type: SNS, Properties: {Topic: arn:aws:sns:us-east-1:123456789012:t}}", "event type 'SNS'"),
+        (
+            "{Type: Kinesis, Properties: {Stream: arn:aws:kinesis:us-east-1:123456789012:stream/s, "
+            "StartingPosition: LATEST}}",
+            "only SQS event sources",
+        ),
     ],
 )
 def test_event_sources_aws_would_reject_are_errors(tmp_path: Path, event: str, message: str) -> None:
@@ -872,6 +882,7 @@ def test_event_sources_aws_would_reject_are_errors(tmp_path: Path, event: str, m
     template.write_text(
         textwrap.dedent(
             f"""\
+            Transform: AWS::Serverless-2016-10-31
             Resources:
               Queue:
                 Type: AWS::SQS::Queue
@@ -893,8 +904,8 @@ def test_event_sources_aws_would_reject_are_errors(tmp_path: Path, event: str, m
 
 def test_unknown_resource_type_is_an_error(tmp_path: Path) -> None:
     template = tmp_path / "template.yaml"
-    template.write_text("Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n")
-    with pytest.raises(TemplateError, match="AWS::SNS::Topic"):
+    template.write_text("Resources:\n  Network:\n    Type: AWS::EC2::VPC\n")
+    with pytest.raises(TemplateError, match="Network: resource type 'AWS::EC2::VPC'"):
         OneMachineStack(template, stack_name="unknown-type").start()
 
 
@@ -1034,6 +1045,7 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "SYNC_PLAN_CONCURRENCY",
             "CREATE_RATE_PER_MINUTE",
             "TRANSIENT_FAILURE_RETRIES",
+            "AWS_ENDPOINT_URL",
         }
         env = {name: real.workers[name].spec.environment for name in real.workers}
         assert set(env["StatusFunction"]) == globals_

@@ -416,8 +416,8 @@ def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
         "job-id": JOB_ID,
         "generation-id": "gen-1",
         "model": "lipsync-2",
-        "sha256": digest,
     }
+    assert output.tags == {"sha256": digest}
     job = stored(store)
     assert job.output_checksum == f"sha256:{digest}"
     assert (job.output_version_id, job.output_size) == (output.version_id, len(VIDEO))

@@ -29,7 +29,11 @@ def test_every_asl_placeholder_has_a_substitution_and_none_is_unused() -> None:
 
 def test_every_lambda_the_state_machine_calls_may_be_invoked_by_it() -> None:
     machine = RESOURCES["JobLifecycle"]["Properties"]
-    invokable = {policy["LambdaInvokePolicy"]["FunctionName"]["Ref"] for policy in machine["Policies"]}
+    invokable = {
+        policy["LambdaInvokePolicy"]["FunctionName"]["Ref"]
+        for policy in machine["Policies"]
+        if "LambdaInvokePolicy" in policy
+    }
     substituted = {value["Fn::GetAtt"][0] for value in machine["DefinitionSubstitutions"].values()}
     assert substituted == invokable
 
@@ -101,3 +105,163 @@ def test_each_function_policy_names_specific_resources() -> None:
                 )
                 assert all("*" not in action for action in actions), name
                 assert statement["Resource"] != "*", name
+
+
+# ---------------------------------------------------------------- housekeeping, alarms, publishing
+CLOUDWATCH_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827]
+CLOUDWATCH_RETENTION_DAYS += [2192, 2557, 2922, 3288, 3653]
+ALARM_TARGET = {
+    "Fn::If": [
+        "NotifyAlarms",
+        [{"Fn::If": ["HasAlarmTopicArn", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}],
+        {"Ref": "AWS::NoValue"},
+    ]
+}
+
+
+def of_type(kind: str) -> dict[str, Any]:
+    return {name: resource for name, resource in RESOURCES.items() if resource["Type"] == kind}
+
+
+def test_log_retention_takes_only_cloudwatch_values_and_every_log_group_uses_it() -> None:
+    parameter = TEMPLATE["Parameters"]["LogRetentionDays"]
+    assert parameter["AllowedValues"] == CLOUDWATCH_RETENTION_DAYS
+    assert parameter["Default"] in CLOUDWATCH_RETENTION_DAYS
+    groups = of_type("AWS::Logs::LogGroup")
+    assert groups
+    for name, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_logs_to_its_own_group(name: str) -> None:
+    target = FUNCTIONS[name]["Properties"]["LoggingConfig"]["LogGroup"]
+    assert target == {"Ref": f"{name}LogGroup"}
+    assert RESOURCES[f"{name}LogGroup"]["Type"] == "AWS::Logs::LogGroup"
+
+
+def test_the_state_machine_logs_errors_without_execution_data_and_may_deliver_them() -> None:
+    machine = RESOURCES["JobLifecycle"]["Properties"]
+    logging = machine["Logging"]
+    assert logging["Level"] == "ERROR"
+    assert logging["IncludeExecutionData"] is False  # inputs carry task tokens and presigned URLs
+    assert logging["Destinations"] == [
+        {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": ["JobLifecycleLogGroup", "Arn"]}}}
+    ]
+    granted = {
+        action
+        for policy in machine["Policies"]
+        for statement in policy.get("Statement", [])
+        if statement["Resource"] == "*"
+        for action in statement["Action"]
+    }
+    # What Step Functions needs to set up CloudWatch Logs delivery (AWS's documented list).
+    assert granted == {
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+    }
+
+
+def test_every_alarm_notifies_the_alarm_topic_when_one_is_configured() -> None:
+    alarms = of_type("AWS::CloudWatch::Alarm")
+    assert {"SubmitDeadLetterAlarm", "DispatchPausedAlarm"} <= set(alarms)
+    for name, alarm in alarms.items():
+        assert alarm["Properties"].get("AlarmActions") == ALARM_TARGET, name
+        assert alarm["Properties"].get("OKActions") == ALARM_TARGET, name
+    assert RESOURCES["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
+    subscription = RESOURCES["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Protocol"] == "email"
+
+
+def test_the_bucket_aborts_stale_uploads_expires_old_versions_and_optionally_media() -> None:
+    rules = RESOURCES["MediaBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    plain = {rule["Id"]: rule for rule in rules if "Id" in rule}
+    assert plain["AbortIncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 1
+    }
+    assert "Prefix" not in plain["AbortIncompleteMultipartUploads"]
+    assert plain["ExpireNoncurrentVersions"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": {"Ref": "NoncurrentVersionExpirationDays"}
+    }
+    optional = {}
+    for rule in rules:
+        if "Fn::If" in rule:
+            condition, body, otherwise = rule["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+            optional[body["Prefix"]] = (condition, body["ExpirationInDays"])
+    assert optional == {
+        "inputs/": ("ExpireInputs", {"Ref": "InputExpirationDays"}),
+        "jobs/": ("ExpireInputs", {"Ref": "InputExpirationDays"}),
+        "outputs/": ("ExpireOutputs", {"Ref": "OutputExpirationDays"}),
+    }
+    for parameter in ("InputExpirationDays", "OutputExpirationDays"):
+        assert TEMPLATE["Parameters"][parameter]["Default"] == 0  # keep forever unless asked
+
+
+def test_api_access_logs_are_optional_and_never_log_the_request_path() -> None:
+    setting = RESOURCES["Api"]["Properties"]["AccessLogSetting"]["Fn::If"]
+    assert setting[0] == "ApiAccessLogsOn"
+    assert setting[1]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert setting[2] == {"Ref": "AWS::NoValue"}
+    json.loads(setting[1]["Format"])  # one JSON object per line
+    assert "$context.resourcePath" in setting[1]["Format"]
+    assert "$context.path" not in setting[1]["Format"]  # the webhook URL carries a per-job token
+    assert RESOURCES["ApiAccessLogGroup"]["Condition"] == "ApiAccessLogsOn"
+
+
+def test_the_architecture_parameter_sets_the_functions_and_the_layer() -> None:
+    assert TEMPLATE["Parameters"]["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
+    assert TEMPLATE["Globals"]["Function"]["Architectures"] == [{"Ref": "Architecture"}]
+    layer = RESOURCES["CommonLayer"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    assert layer["Metadata"]["BuildArchitecture"] == {"Ref": "Architecture"}
+    assert not any("Architectures" in function["Properties"] for function in FUNCTIONS.values())
+
+
+def test_every_checkov_skip_gives_its_reason() -> None:
+    skips = [
+        (name, skip)
+        for name, resource in RESOURCES.items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for name, skip in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), (name, skip)
+        assert len(skip.get("comment", "")) > 30, (name, skip)
+
+
+def test_the_application_is_ready_for_the_serverless_application_repository() -> None:
+    app = TEMPLATE["Metadata"]["AWS::ServerlessRepo::Application"]
+    required = {"Name", "Description", "Author", "SpdxLicenseId", "LicenseUrl", "ReadmeUrl", "Labels"}
+    required |= {"HomePageUrl", "SemanticVersion", "SourceCodeUrl"}
+    assert required <= set(app)
+    assert (ROOT / app["LicenseUrl"]).is_file()
+    assert (ROOT / app["ReadmeUrl"]).is_file()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", app["SemanticVersion"])
+    assert app["SpdxLicenseId"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert all(re.fullmatch(r"[a-zA-Z0-9+\-_:/@]{1,127}", label) for label in app["Labels"])
+    assert 1 <= len(app["Labels"]) <= 10
+    assert app["SemanticVersion"] in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_samconfig_has_a_default_and_a_prod_environment() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    default_stack = config["default"]["global"]["parameters"]["stack_name"]
+    prod_stack = config["prod"]["global"]["parameters"]["stack_name"]
+    assert default_stack != prod_stack
+    prod = config["prod"]["deploy"]["parameters"]
+    assert prod["confirm_changeset"] is True
+    overrides = dict(item.split("=", 1) for item in prod["parameter_overrides"])
+    assert overrides["LogLevel"] == "WARNING"
+    assert set(overrides) <= set(TEMPLATE["Parameters"])
+    assert not {"SyncApiKey", "SyncWebhookSecret", "SyncWebhookPreviousSecret"} & set(overrides)

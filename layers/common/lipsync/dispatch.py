@@ -76,7 +76,7 @@ ACCOUNT_ERROR_CODES = frozenset(
 
 def backoff_seconds(attempt: int, first: float = 2.0, cap: float = 120.0) -> float:
     base = min(cap, first * 2.0 ** max(0, attempt - 1))
-    return base + random.uniform(0, base / 4)  # noqa: S311 - jitter, not security
+    return base + random.uniform(0, base / 4)  # nosec B311 # noqa: S311 - jitter, not security
 
 
 @dataclass

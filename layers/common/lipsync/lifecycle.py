@@ -10,10 +10,8 @@ may run any of them again) and every one of them ends: deadlines and attempt bud
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +33,8 @@ from lipsync.jobs import (
     utc_now,
 )
 from lipsync.models import Generation
+from lipsync.output_copy import OutputUnavailableError as OutputUnavailableError  # raised by finalize
+from lipsync.output_copy import copy_output, download_client
 from lipsync.sync_client import SyncPermanentError, SyncRetryableError
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from lipsync.sync_client import SyncClient
 
 OUTPUT_CONTENT_TYPE = "video/mp4"
-DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 MAX_POLLS = 2000  # far beyond any schedule within MaxJobSeconds; a bound for the loop all the same
 TRANSIENT_PREFIXES = ("generation_infra_", "controller_")
 TRANSIENT_CODES = frozenset(
@@ -72,10 +71,6 @@ class JobNotFoundError(LookupError):
 
 class GenerationNotFinished(Exception):
     """A webhook said the generation ended, but sync.so's GET says it has not: poll instead."""
-
-
-class OutputUnavailableError(RuntimeError):
-    """The output could not be fetched (retried by the state machine until the deadline)."""
 
 
 @dataclass
@@ -260,7 +255,7 @@ def finalize(
     free_slot(slots.admission, slots.kicker, job, duration=_seconds(job.submitted_at, job.confirmed_at))
     if job.status == JobStatus.COMPLETED and not job.output_checksum:
         try:
-            with http or httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as client:
+            with http or download_client() as client:
                 job = _copy_output(store, storage, sync, job, client)
         except (OutputUnavailableError, SyncRetryableError, httpx.HTTPError) as error:
             if clock() < state.poll.deadline:
@@ -326,55 +321,27 @@ def _write_out(store: JobStore, storage: Storage, job: Job) -> dict[str, Any]:
 
 
 def _copy_output(store: JobStore, storage: Storage, sync: SyncClient, job: Job, http: httpx.Client) -> Job:
-    if not (job.generation_id and job.output_key):
+    """Stream the output into outputs/ (see lipsync.output_copy) and record its checksum."""
+    generation_id, key = job.generation_id, job.output_key
+    if not (generation_id and key):
         raise OutputUnavailableError(f"job {job.job_id} has no generation or output key to copy")
-    with tempfile.TemporaryFile() as spool:
-        checksum = hashlib.sha256()
-        if not _download(http, job.output_url, spool, checksum):
-            # The signed URL expired (or was never recorded): ask sync.so for a fresh one.
-            fresh = sync.download_url(job.generation_id)
-            spool.seek(0)
-            spool.truncate()
-            checksum = hashlib.sha256()
-            if not _download(http, fresh, spool, checksum):
-                raise OutputUnavailableError(
-                    f"sync.so's output for generation {job.generation_id} is not downloadable"
-                )
-        spool.seek(0)
-        info = storage.upload(
-            job.output_key,
-            spool,
-            content_type=OUTPUT_CONTENT_TYPE,
-            metadata={
-                "job-id": job.job_id,
-                "generation-id": job.generation_id,
-                "model": job.model or "",
-                "sha256": checksum.hexdigest(),
-            },
-        )
+    copied = copy_output(
+        http,
+        job.output_url,
+        lambda: sync.download_url(generation_id),  # the recorded URL expired (or was never recorded)
+        storage,
+        key,
+        content_type=OUTPUT_CONTENT_TYPE,
+        metadata={"job-id": job.job_id, "generation-id": generation_id, "model": job.model or ""},
+    )
     return store.set_fields(
         job.job_id,
         {
-            "outputChecksum": f"sha256:{checksum.hexdigest()}",
-            "outputVersionId": info.version_id,
-            "outputSize": info.size,
+            "outputChecksum": f"sha256:{copied.sha256}",
+            "outputVersionId": copied.info.version_id,
+            "outputSize": copied.info.size,
         },
     )
-
-
-def _download(http: httpx.Client, url: str | None, sink: Any, checksum: Any) -> bool:
-    """Stream `url` into `sink`; False when the URL is missing, expired or refused (4xx)."""
-    if not url:
-        return False
-    with http.stream("GET", url) as response:
-        if 400 <= response.status_code < 500:
-            return False
-        if response.status_code >= 300:
-            raise OutputUnavailableError(f"output download answered {response.status_code}")
-        for chunk in response.iter_bytes(1024 * 1024):
-            checksum.update(chunk)
-            sink.write(chunk)
-    return True
 
 
 # ---------------------------------------------------------------------------- any other end

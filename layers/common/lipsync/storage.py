@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, TagTypeDef
 
 MAX_MANIFEST_BYTES = 256 * 1024
 
@@ -38,8 +40,31 @@ class Storage(Protocol):
     def put_json(self, key: str, document: dict[str, Any]) -> None: ...
 
     def upload(
-        self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]
+        self,
+        key: str,
+        body: BinaryIO,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        tags: dict[str, str] | None = None,
     ) -> ObjectInfo: ...
+
+    def start_multipart(
+        self, key: str, *, content_type: str, metadata: dict[str, str]
+    ) -> MultipartUpload: ...
+
+
+class MultipartUpload(Protocol):
+    """One multipart upload in progress: parts in order, then `complete` or `abort`."""
+
+    def upload_part(self, number: int, data: bytes) -> None: ...
+
+    def complete(self, tags: dict[str, str]) -> ObjectInfo:
+        """Assemble the parts and tag the object with `tags`: values, such as the whole object's
+        checksum, that were not known when the upload started."""
+        ...
+
+    def abort(self) -> None: ...
 
 
 class TooLargeError(ValueError):
@@ -116,15 +141,70 @@ class S3Storage:
             ContentType="application/json",
         )
 
-    def upload(self, key: str, body: BinaryIO, *, content_type: str, metadata: dict[str, str]) -> ObjectInfo:
-        """Stream `body` into the bucket (multipart for large files) with a SHA-256 checksum."""
-        self._s3.upload_fileobj(
-            body,
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type, "Metadata": metadata, "ChecksumAlgorithm": "SHA256"},
+    def upload(
+        self,
+        key: str,
+        body: BinaryIO,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        tags: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        """One PutObject (S3 checks the body against its SHA-256). For bodies that fit in memory:
+        large ones go through `start_multipart`."""
+        answer = self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body.read(),
+            ContentType=content_type,
+            Metadata=metadata,
+            ChecksumAlgorithm="SHA256",
+            Tagging=urlencode(tags or {}),
         )
-        info = self.head(key)
+        info = self.head(key, answer.get("VersionId"))
         if info is None:
             raise RuntimeError(f"s3://{self.bucket}/{key} is missing right after its upload")
         return info
+
+    def start_multipart(self, key: str, *, content_type: str, metadata: dict[str, str]) -> S3MultipartUpload:
+        return S3MultipartUpload(self, key, content_type, metadata)
+
+
+class S3MultipartUpload:
+    """A multipart upload to the media bucket. S3 takes an object's metadata when the upload starts;
+    what is only known at the end (the whole object's SHA-256) becomes object tags on completion,
+    which changes no bytes and writes no second version."""
+
+    def __init__(self, storage: S3Storage, key: str, content_type: str, metadata: dict[str, str]) -> None:
+        self._storage, self._s3, self.key = storage, storage._s3, key
+        self.upload_id = self._s3.create_multipart_upload(
+            Bucket=storage.bucket, Key=key, ContentType=content_type, Metadata=metadata
+        )["UploadId"]
+        self._parts: list[CompletedPartTypeDef] = []
+
+    def upload_part(self, number: int, data: bytes) -> None:
+        answer = self._s3.upload_part(
+            Bucket=self._storage.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def complete(self, tags: dict[str, str]) -> ObjectInfo:
+        bucket = self._storage.bucket
+        done = self._s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": sorted(self._parts, key=lambda part: part["PartNumber"])},
+        )
+        version_id = done.get("VersionId")
+        if tags:
+            tag_set: list[TagTypeDef] = [{"Key": name, "Value": value} for name, value in tags.items()]
+            where: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+            self._s3.put_object_tagging(Bucket=bucket, Key=self.key, Tagging={"TagSet": tag_set}, **where)
+        info = self._storage.head(self.key, version_id)
+        if info is None:
+            raise RuntimeError(f"s3://{bucket}/{self.key} is missing right after its upload")
+        return info
+
+    def abort(self) -> None:
+        self._s3.abort_multipart_upload(Bucket=self._storage.bucket, Key=self.key, UploadId=self.upload_id)
