@@ -60,8 +60,10 @@ lint: install $(CHECKOV_VENV)/.installed  ## ruff, mypy, bandit, sam validate --
 
 .PHONY: test
 test: lint  ## Everything: linters, unit, integration and end-to-end tests, then sam local in Docker
-	$(PY) -m pytest
-	$(MAKE) --no-print-directory sam-local
+	@# Two workers; unit tests first and alone: their in-process moto resets backends a stack shares.
+	@# Docker, the Lambda image and the build are prepared meanwhile (mostly downloads and disk).
+	local/lambda_image/sam_local.sh --alongside \
+		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e'
 
 .PHONY: unit
 unit: install  ## Unit tests only (no network)
@@ -69,7 +71,7 @@ unit: install  ## Unit tests only (no network)
 
 .PHONY: build
 build: install  ## sam build, then ship compiled bytecode in the artifacts
-	$(BIN)/sam build --build-dir $(BUILD_DIR)
+	$(BIN)/sam build --build-dir $(BUILD_DIR) --cache-dir $(BUILD_DIR).cache
 	@# SAM ships no bytecode; without it every cold start recompiles (about +0.6 s).
 	$(PY) -m compileall -q --invalidation-mode unchecked-hash $(BUILD_DIR)
 

@@ -21,7 +21,9 @@ IMAGE_NAME=${LAMBDA_IMAGE_NAME:-lipsync-lambda-python3.12}
 BOTO3_VERSION=${BOTO3_VERSION:-1.34.145}
 AWSLAMBDARIC_VERSION=${AWSLAMBDARIC_VERSION:-3.1.1}
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The mirror apt already uses on this machine (a package registry CI reaches), else Debian's.
+apt_mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+MIRROR=${DEBIAN_MIRROR:-${apt_mirror:-http://deb.debian.org/debian}}
 RUNTIME_LIBS=libssl3,libffi8,libsqlite3-0,liblzma5,libbz2-1.0,zlib1g,libreadline8,libncursesw6,libgdbm6,libuuid1,ca-certificates
 
 log() { echo "lambda_image: $*" >&2; }
