@@ -28,10 +28,18 @@ from .provision import ProvisionedStack, Provisioner
 from .sqs_poller import SqsPoller
 from .template import ACCOUNT_ID, REGION, Resolver, TemplateError, load_template, resolve_parameters
 from .transform import translate
-from .workers import FunctionWorker, HookNotActive, hook_active, lambda_aws_env, register, unregister
+from .workers import (
+    MOTO_ACCESS_KEY,
+    MOTO_SECRET_KEY,
+    FunctionWorker,
+    HookNotActive,
+    hook_active,
+    lambda_aws_env,
+    register,
+    unregister,
+)
 
-ACCESS_KEY = "testing"
-SECRET_KEY = "testing"  # nosec B105 # noqa: S105 - moto's fake credentials
+ACCESS_KEY, SECRET_KEY = MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 
 _active: list[OneMachineStack] = []  # moto's backends are process-wide; see stop()
 _active_lock = threading.Lock()

@@ -286,12 +286,16 @@ def unregister(names: list[str]) -> None:
             LambdaFunction._invoke_lambda = _original_invoke_lambda  # type: ignore[method-assign]
 
 
+MOTO_ACCESS_KEY = "testing"
+MOTO_SECRET_KEY = "testing"  # nosec B105 # noqa: S105 - moto's fake credentials
+
+
 def lambda_aws_env(endpoint_url: str) -> dict[str, str]:
     """The AWS part of a worker's environment: moto's endpoint and fake credentials."""
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # nosec B105 # moto's fake credentials
+        "AWS_ACCESS_KEY_ID": MOTO_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_SECRET_KEY,
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
     }

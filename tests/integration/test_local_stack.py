@@ -39,6 +39,7 @@ from local.stack.events import STATUS_CHANGE, AsyncInvoker, matches
 from local.stack.provision import RuleSource, ScheduleSource, SqsSource
 from local.stack.sqs_poller import SqsPoller
 from local.sync_emulator import EmulatorConfig
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -57,17 +58,6 @@ def stack() -> Iterator[OneMachineStack]:
         stack_name="fixture",
     ) as running:
         yield running
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
 
 
 def _seen(stack: OneMachineStack, key: str) -> int:
@@ -233,7 +223,7 @@ def _run_execution(stack: OneMachineStack, payload: dict[str, Any]) -> dict[str,
         description = sfn.describe_execution(executionArn=arn)
         return None if description["status"] == "RUNNING" else dict(description)
 
-    return dict(_eventually(finished, timeout=20))
+    return dict(eventually(finished, timeout=20))
 
 
 def test_step_functions_catch_matches_the_error_type(stack: OneMachineStack) -> None:
@@ -298,7 +288,7 @@ def test_reserved_concurrency_of_one_serialises(stack: OneMachineStack) -> None:
 def test_a_timeout_kills_only_its_own_subprocess(stack: OneMachineStack) -> None:
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(stack.invoke, "StepFunction", {"action": "sleep", "seconds": 5})
-        _eventually(lambda: stack.workers["StepFunction"].running == 1)
+        eventually(lambda: stack.workers["StepFunction"].running == 1)
         quick = stack.invoke("StepFunction", {"action": "report"})  # another subprocess, meanwhile
         with pytest.raises(FunctionError) as failure:
             slow.result()
@@ -390,7 +380,7 @@ def test_partial_batch_failure_redelivers_only_the_failed_message_then_dead_lett
     def dead_lettered() -> list[dict[str, Any]]:
         return list(sqs.receive_message(QueueUrl=dead_letter_queue, WaitTimeSeconds=1).get("Messages", []))
 
-    moved = _eventually(dead_lettered, timeout=20)
+    moved = eventually(dead_lettered, timeout=20)
     assert [m["Body"] for m in moved] == ["fail-1"]
     assert _seen(stack, "ok-1") == 1  # deleted after the first batch
     assert _seen(stack, "fail-1") == 2  # maxReceiveCount deliveries, then the DLQ
@@ -444,7 +434,7 @@ def test_sqs_batches_run_in_parallel_up_to_the_maximum_concurrency(stack: OneMac
     poller = SqsPoller(source, sqs, recorder, concurrency=2)
     poller.start()
     try:
-        _eventually(lambda: len(recorder.batches) == 6, timeout=20)
+        eventually(lambda: len(recorder.batches) == 6, timeout=20)
     finally:
         poller.stop()
     assert recorder.peak == poller.peak_in_flight == 2
@@ -467,7 +457,7 @@ def test_sqs_batching_window(stack: OneMachineStack, window: int, expected: list
         sqs.send_message(QueueUrl=source.queue_url, MessageBody="a")
         time.sleep(0.4)
         sqs.send_message(QueueUrl=source.queue_url, MessageBody="b")
-        _eventually(lambda: sum(map(len, recorder.batches)) == 2)
+        eventually(lambda: sum(map(len, recorder.batches)) == 2)
     finally:
         poller.stop()
     assert recorder.batches == expected
@@ -532,12 +522,12 @@ def test_execution_status_changes_reach_the_rules_target(stack: OneMachineStack)
     assert sources.watcher is not None
     watcher = sources.watcher
     succeeded, failed, stopped = (_start_outcome(stack, o) for o in ("ok", "fail", "wait"))
-    _eventually(lambda: watcher.status_seen(stopped) == "RUNNING")
+    eventually(lambda: watcher.status_seen(stopped) == "RUNNING")
     sfn.stop_execution(executionArn=stopped)
 
     for arn, status in ((failed, "FAILED"), (stopped, "ABORTED")):
         name = arn.rsplit(":", 1)[1]
-        event = _eventually(lambda: _recorded(stack, name))  # noqa: B023 - used right away
+        event = eventually(lambda: _recorded(stack, name))  # noqa: B023 - used right away
         assert {
             k: event[k] for k in ("version", "detail-type", "source", "account", "region", "resources")
         } == {
@@ -565,7 +555,7 @@ def test_execution_status_changes_reach_the_rules_target(stack: OneMachineStack)
         expected = ("Doomed", "asked to fail") if status == "FAILED" else (None, None)
         assert (detail["error"], detail["cause"]) == expected
 
-    _eventually(lambda: watcher.status_seen(succeeded) == "SUCCEEDED")
+    eventually(lambda: watcher.status_seen(succeeded) == "SUCCEEDED")
     time.sleep(3 * watcher.interval)  # a few more polls: nothing is delivered twice
     assert _recorded(stack, succeeded.rsplit(":", 1)[1]) is None  # the pattern leaves SUCCEEDED out
     assert not [d for d in sources.invoker.deliveries if d.event.get("resources") == [succeeded]]
@@ -599,9 +589,9 @@ def test_schedules_fire_their_input_or_the_scheduled_event() -> None:
         assert target["Arn"] == function.arn
         assert json.loads(target["Input"]) == {"key": "tick"}
 
-        _eventually(lambda: (_recorded(running, "tick") or {}).get("_seen", 0) >= 2)
+        eventually(lambda: (_recorded(running, "tick") or {}).get("_seen", 0) >= 2)
         assert (_recorded(running, "tick") or {})["key"] == "tick"
-        scheduled = _eventually(lambda: _recorded(running, "Scheduled Event"))
+        scheduled = eventually(lambda: _recorded(running, "Scheduled Event"))
         assert scheduled["source"] == "aws.events"
         assert scheduled["resources"] == [raw.rule_arn]
         assert scheduled["detail"] == {}
@@ -622,7 +612,7 @@ def test_schedules_fire_their_input_or_the_scheduled_event() -> None:
         running_arn = running.client("stepfunctions").start_execution(
             stateMachineArn=running.state["resources"]["Outcomes"]["Ref"], input='{"outcome": "wait"}'
         )["executionArn"]
-        _eventually(lambda: sources.watcher.status_seen(running_arn) == "RUNNING")  # type: ignore[union-attr]
+        eventually(lambda: sources.watcher.status_seen(running_arn) == "RUNNING")  # type: ignore[union-attr]
     # Shutdown aborts the running execution after the watcher stopped: no event for it.
     assert not [d for d in sources.invoker.deliveries if d.source.startswith("rule:")]
 
@@ -961,7 +951,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _eventually(state_file.exists, timeout=30)
+        eventually(state_file.exists, timeout=30)
         state = json.loads(state_file.read_text())
         assert state["parameters"]["Greeting"] == "yo"
         response = httpx.post(f"{state['api_url']}/echo/cli", content=b"{}")

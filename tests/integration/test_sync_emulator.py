@@ -28,6 +28,7 @@ from local.media import MediaServer, make_sample_audio, make_sample_image, make_
 from local.sync_emulator import EmulatorConfig, SyncEmulator
 from local.sync_emulator import state as emulator_state
 from local.sync_emulator.__main__ import config_from_args, parse_args
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Poll until predicate() is truthy; return its value (fail after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 @dataclass
 class Received:
     path: str
@@ -216,7 +205,7 @@ def finish(client: httpx.Client, generation_id: str, timeout: float = 5) -> dict
         body = client.get(f"/v2/generate/{generation_id}", params={"wait": "true", "timeout": "2"}).json()
         return body if body["status"] not in ("PENDING", "PROCESSING") else None
 
-    return dict(wait_for(terminal, timeout))
+    return dict(eventually(terminal, timeout))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -329,7 +318,7 @@ def test_seed_example_completes_with_signed_webhook(
     assert output.status_code == 200
     assert output.content[4:8] == b"ftyp"
 
-    delivery = wait_for(lambda: hook.received)[0]
+    delivery = eventually(lambda: hook.received)[0]
     assert delivery.path == "/hook?token=abc123"
     assert delivery.headers["Content-Type"] == "application/json"
     assert verify_signature(delivery.headers["Sync-Signature"], delivery.raw, SECRET)
@@ -343,7 +332,7 @@ def test_seed_example_completes_with_signed_webhook(
     # Exactly the bytes of compact JSON, as documented.
     assert delivery.raw == json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
-    records = wait_for(emu.webhooks)
+    records = eventually(emu.webhooks)
     assert records[0]["url"].endswith("/hook?token=***")
     assert (records[0]["status"], records[0]["responseStatus"]) == ("COMPLETED", 200)
     time.sleep(0.1)
@@ -361,7 +350,7 @@ def test_status_moves_pending_processing_completed(client: httpx.Client, media: 
             seen.append(body["status"])
         return bool(body["status"] == "COMPLETED")
 
-    wait_for(observe, timeout=5, interval=0.01)
+    eventually(observe, timeout=5, interval=0.01)
     assert seen == ["PENDING", "PROCESSING", "COMPLETED"]
 
 
@@ -440,7 +429,7 @@ def test_output_url_expiry_and_download(emu: SyncEmulator, client: httpx.Client,
     emu.set_scenario({"outputUrlTtlSeconds": 2})
     short = finish(client, client.post("/v2/generate", json=simple_body(media)).json()["id"])
     assert httpx.get(short["outputUrl"]).status_code == 200
-    wait_for(lambda: httpx.get(short["outputUrl"]).status_code == 403, timeout=4, interval=0.2)
+    eventually(lambda: httpx.get(short["outputUrl"]).status_code == 403, timeout=4, interval=0.2)
 
 
 def test_output_download_failure_breaks_off_midway(
@@ -622,7 +611,7 @@ def test_concurrent_duplicate_is_a_409_and_creates_one_generation(
         body = simple_body(media)
         body["input"][0]["url"] = slow.url
         thread, first = post_in_thread(emu.url, body, "dup-1")
-        wait_for(lambda: slow.gets)  # the first request is fetching its inputs, key in use
+        eventually(lambda: slow.gets)  # the first request is fetching its inputs, key in use
         second = client.post("/v2/generate", json=body, headers={"Idempotency-Key": "dup-1"})
         thread.join(timeout=10)
     assert second.status_code == 409
@@ -640,7 +629,7 @@ def test_the_key_stays_in_progress_until_the_answer_is_sent(
     # A client that timed out on a slow answer and retries at once meets the conflict.
     emu.set_scenario({"latencySeconds": 1.0})
     thread, first = post_in_thread(emu.url, simple_body(media), "slow-answer")
-    wait_for(lambda: emu.stats()["created"] == 1)  # created; the answer is still on its way
+    eventually(lambda: emu.stats()["created"] == 1)  # created; the answer is still on its way
     retry = client.post("/v2/generate", json=simple_body(media), headers={"Idempotency-Key": "slow-answer"})
     thread.join(timeout=10)
     assert retry.status_code == 409
@@ -658,7 +647,7 @@ def test_concurrent_duplicate_can_wait_for_the_first_answer(
         body = simple_body(media)
         body["input"][0]["url"] = slow.url
         thread, first = post_in_thread(emu.url, body, "dup-2")
-        wait_for(lambda: slow.gets)
+        eventually(lambda: slow.gets)
         second = client.post("/v2/generate", json=body, headers={"Idempotency-Key": "dup-2"})
         thread.join(timeout=10)
     assert first[0].status_code == second.status_code == 201
@@ -730,7 +719,7 @@ def test_reserved_slots_are_released_and_counted(media: Media) -> None:
         body = simple_body(media)
         body["input"][0]["url"] = slow.url
         thread, first = post_in_thread(emu.url, body, "slot-1")
-        wait_for(lambda: slow.gets)
+        eventually(lambda: slow.gets)
         # The first create holds the only slot while it fetches: no job exists yet, but it counts.
         busy = c.post("/v2/generate", json=simple_body(media))
         thread.join(timeout=10)
@@ -799,7 +788,7 @@ def test_rate_limit_can_count_accepted_creates_only(media: Media, monkeypatch: p
         assert replay.status_code == 201  # replays are not counted in this mode
         # Refused retries do not count either: the first accepted create leaving the window is enough.
         started = time.monotonic()
-        wait_for(lambda: c.post("/v2/generate", json=simple_body(media)).status_code == 201, 4, 0.2)
+        eventually(lambda: c.post("/v2/generate", json=simple_body(media)).status_code == 201, 4, 0.2)
         assert time.monotonic() - started < 2.0
         assert emu.stats()["created"] == 3
 
@@ -833,7 +822,7 @@ def test_input_inaccessible_when_processing_starts_fails_the_job(
         f"The provided {kind} URL is inaccessible.",
     )
     assert done["outputUrl"] is None
-    payload = wait_for(lambda: hook.received)[0].json
+    payload = eventually(lambda: hook.received)[0].json
     assert (payload["id"], payload["status"]) == (done["id"], "FAILED")
     assert payload["error_code"] == f"generation_input_{kind}_inaccessible"
     time.sleep(1.0)  # past the time the job was planned to complete: it stays FAILED
@@ -856,7 +845,7 @@ def test_slow_refetch_that_fails_never_completes(
         assert client.get(f"/v2/generate/{generation_id}").json()["status"] == "PROCESSING"
         done = finish(client, generation_id)
     assert (done["status"], done["errorCode"]) == ("FAILED", "generation_input_video_inaccessible")
-    wait_for(lambda: hook.received)
+    eventually(lambda: hook.received)
     time.sleep(0.2)
     assert [d.json["status"] for d in hook.received] == ["FAILED"]
 
@@ -885,7 +874,7 @@ def test_stats(emu: SyncEmulator, client: httpx.Client, media: Media) -> None:
         finish(client, generation["id"])
     emu.set_scenario({"outcome": "NEVER"})
     c = client.post("/v2/generate", json=simple_body(media)).json()
-    wait_for(lambda: client.get(f"/v2/generate/{c['id']}").json()["status"] == "PROCESSING")
+    eventually(lambda: client.get(f"/v2/generate/{c['id']}").json()["status"] == "PROCESSING")
 
     stats = httpx.get(f"{emu.url}/_emulator/stats").json()
     assert stats == emu.stats()
@@ -985,7 +974,7 @@ def test_list_filters_and_cursor(emu: SyncEmulator, client: httpx.Client, media:
 def test_webhook_drop(emu: SyncEmulator, client: httpx.Client, media: Media, hook: WebhookReceiver) -> None:
     emu.set_scenario({"webhook": "drop"})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
-    records = wait_for(emu.webhooks)
+    records = eventually(emu.webhooks)
     assert records[0]["dropped"] is True
     assert records[0]["responseStatus"] is None
     time.sleep(0.2)
@@ -996,7 +985,7 @@ def test_webhook_delay(emu: SyncEmulator, client: httpx.Client, media: Media, ho
     emu.set_scenario({"webhookDelaySeconds": 0.8})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
     finished_at = time.monotonic()
-    delivery = wait_for(lambda: hook.received, timeout=3)[0]
+    delivery = eventually(lambda: hook.received, timeout=3)[0]
     assert delivery.at - finished_at >= 0.6
 
 
@@ -1005,7 +994,7 @@ def test_webhook_duplicate(
 ) -> None:
     emu.set_scenario({"webhook": "duplicate"})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
-    first, second = wait_for(lambda: hook.received if len(hook.received) == 2 else None)
+    first, second = eventually(lambda: hook.received if len(hook.received) == 2 else None)
     assert first.json == second.json
     assert first.json["status"] == "COMPLETED"
     assert all(verify_signature(d.headers["Sync-Signature"], d.raw, SECRET) for d in (first, second))
@@ -1016,7 +1005,7 @@ def test_webhook_reorder(
 ) -> None:
     emu.set_scenario({"webhook": "reorder"})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
-    deliveries = wait_for(lambda: hook.received if len(hook.received) == 2 else None)
+    deliveries = eventually(lambda: hook.received if len(hook.received) == 2 else None)
     assert [d.json["status"] for d in deliveries] == ["COMPLETED", "PROCESSING"]
     assert deliveries[1].json["outputUrl"] is None
 
@@ -1098,7 +1087,7 @@ def test_failed_outcome(emu: SyncEmulator, client: httpx.Client, media: Media, h
         "took too long",
     )
     assert done["outputUrl"] is None
-    payload = wait_for(lambda: hook.received)[0].json
+    payload = eventually(lambda: hook.received)[0].json
     assert (payload["status"], payload["error_code"]) == ("FAILED", "generation_timeout")
 
 
@@ -1116,7 +1105,7 @@ def test_rejected_outcome_sends_no_webhook_by_default(
 
     emu.set_scenario({"webhookStatuses": ["COMPLETED", "FAILED", "REJECTED"]})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
-    assert wait_for(lambda: hook.received)[0].json["status"] == "REJECTED"
+    assert eventually(lambda: hook.received)[0].json["status"] == "REJECTED"
 
 
 def test_latency(emu: SyncEmulator, client: httpx.Client) -> None:
@@ -1178,7 +1167,7 @@ def test_reset_clears_everything(
 ) -> None:
     emu.set_scenario({"webhook": "duplicate"})
     finish(client, client.post("/v2/generate", json=simple_body(media, webhookUrl=hook.url)).json()["id"])
-    wait_for(emu.webhooks)
+    eventually(emu.webhooks)
     assert httpx.post(f"{emu.url}/_emulator/reset").status_code == 200
     assert emu.requests() == []
     assert emu.webhooks() == []

@@ -14,7 +14,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from local.media import make_sample_audio, make_sample_video
 from local.stack import SAM_LOCAL_PORTS, OneMachineStack
 from local.sync_emulator import EmulatorConfig
+from tests.waiting import eventually
 
 from .conftest import ROOT, Shell, invocation
 
@@ -64,17 +64,6 @@ def invoke_all(shell: Shell, commands: list[str], calls: list[tuple[str, str]]) 
         return list(pool.map(lambda call: invoke(shell, commands, *call), calls))
 
 
-def wait_until(check: Any, what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for {what} after {timeout} s")
-        time.sleep(0.5)
-
-
 def background_line(commands: list[str], prefix: str) -> str:
     lines = [c for c in commands if c.startswith(prefix) and c.endswith("&")]
     assert len(lines) == 1, f"events/README.md needs one `{prefix} … &` line"
@@ -102,8 +91,10 @@ def test_the_stack_command_serves_env_json(shell: Shell, commands: list[str], tm
     env_file = ROOT / args[args.index("--env-file") + 1]
     process = shell.start(line, tmp_path / "stack.log")
     try:
-        wait_until(
-            lambda: (state_file.exists() and env_file.exists()) or process.poll() is not None, "the stack"
+        eventually(
+            lambda: (state_file.exists() and env_file.exists()) or process.poll() is not None,
+            timeout=90,
+            what="the stack",
         )
         assert process.poll() is None, (tmp_path / "stack.log").read_text()
         state = json.loads(state_file.read_text())
@@ -188,18 +179,20 @@ def test_a_job_dispatched_from_a_container_completes(
             url = unquote(item["url"])
             # Presigned in the container (the stack's own dispatcher is stopped) at the bridge address.
             assert url.startswith("http://172.17.0.1:4566/")
-    done = wait_until(
+    done = eventually(
         lambda: (r := jobs(stack)) and all(j["status"]["S"] == "COMPLETED" for j in r.values()) and r,
-        "both jobs COMPLETED",
+        timeout=90,
+        what="both jobs COMPLETED",
     )
     assert len(done) == 2
     # Finalize records COMPLETED, frees the slot, then copies the output and writes the document.
     outputs = {"outputs/sample clip.mp4", "outputs/sample clip.json", "outputs/sample-manifest.mp4"}
     outputs |= {"outputs/sample-manifest.json"}
     s3 = stack.client("s3")
-    wait_until(
+    eventually(
         lambda: outputs <= {o["Key"] for o in s3.list_objects_v2(Bucket=stack.state["bucket"])["Contents"]},
-        "the outputs and the job documents",
+        timeout=90,
+        what="the outputs and the job documents",
     )
     # The status function in a container reads the records (the event lists COMPLETED jobs).
     listed = invoke(shell, commands, "StatusFunction", "status-list-jobs.json")
@@ -245,7 +238,7 @@ def test_start_api_serves_the_webhook_and_the_status_routes(
             with socket.socket() as probe:
                 return probe.connect_ex(("127.0.0.1", START_API_PORT)) == 0
 
-        wait_until(listening, "sam local start-api")
+        eventually(listening, timeout=90, what="sam local start-api")
         base = f"http://127.0.0.1:{START_API_PORT}"
         with httpx.Client(base_url=base, timeout=120) as client:
             webhook = client.post("/webhooks/sync/sample-job", params={"token": "forged"}, json={"id": "x"})
