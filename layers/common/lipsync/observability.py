@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 logger = Logger()
 metrics = Metrics()
@@ -37,3 +37,22 @@ def lambda_handler[Handler: Callable[..., Any]](handler: Handler) -> Handler:
 
 def count(metric: str, value: float = 1) -> None:
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)
+
+
+def count_by(metric: str, dimension: str, value: str, amount: float = 1) -> None:
+    """A count with one low-cardinality dimension (an outcome, a reason, a kind; never an id).
+
+    Powertools puts one dimension set on every metric of a flush, so a dimensioned count goes out
+    at once as its own EMF line (`single_metric`), with the `service` dimension the others carry."""
+    with single_metric(
+        name=metric,
+        unit=MetricUnit.Count,
+        value=amount,
+        default_dimensions=metrics.default_dimensions,
+    ) as metric_line:
+        metric_line.add_dimension(name="service", value=metrics.service or "service_undefined")
+        metric_line.add_dimension(name=dimension, value=value)
+
+
+def seconds(metric: str, value: float) -> None:
+    metrics.add_metric(name=metric, unit=MetricUnit.Seconds, value=value)

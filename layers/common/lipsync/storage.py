@@ -152,6 +152,7 @@ class S3Storage:
     ) -> ObjectInfo:
         """One PutObject (S3 checks the body against its SHA-256). For bodies that fit in memory:
         large ones go through `start_multipart`."""
+        tagging: dict[str, Any] = {"Tagging": urlencode(tags)} if tags else {}
         answer = self._s3.put_object(
             Bucket=self.bucket,
             Key=key,
@@ -159,7 +160,7 @@ class S3Storage:
             ContentType=content_type,
             Metadata=metadata,
             ChecksumAlgorithm="SHA256",
-            Tagging=urlencode(tags or {}),
+            **tagging,
         )
         info = self.head(key, answer.get("VersionId"))
         if info is None:
