@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import ApiError, bad_request, coded
 from .masking import mask_headers, mask_json, mask_query_params
+from .pricing import estimate
 from .state import ALL_STATUSES, EmulatorConfig, Engine, now_iso
 
 Answer = tuple[int, Any, dict[str, str]]  # status, JSON value or text, extra headers
@@ -60,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"/v2/generate/([^/]+)", self._get),
             ("GET", r"/v2/generations", self._list),
             ("GET", r"/v2/generations/([^/]+)/download", self._download),
+            ("POST", r"/v2/generations/estimate", self._estimate),
+            ("POST", r"/v2/generate/estimate-cost", self._estimate),
             ("POST", r"/v2/assets", self._create_asset),
             ("GET", r"/v2/assets/([^/]+)", self._get_asset),
         ]
@@ -230,6 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _download(self, params: dict[str, list[str]], generation_id: str) -> Answer:
         return 200, self.engine.download_url(generation_id), {}
+
+    def _estimate(self, params: dict[str, list[str]]) -> Answer:
+        return 200, estimate(self._json_body()), {}
 
     def _create_asset(self, params: dict[str, list[str]]) -> Answer:
         return 201, self.engine.create_asset(self._json_body()), {}
