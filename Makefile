@@ -22,10 +22,12 @@ GENERATION_SECONDS ?= 15
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt constraints.txt layers/common/requirements.txt
+$(BIN)/.installed: requirements-dev.txt constraints.txt layers/common/requirements.txt pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or apt-get install python3.12)"; exit 1; }
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@# The `lipsync` command line (.venv/bin/lipsync), editable; its dependencies are pinned above.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -51,7 +53,7 @@ lint: install $(CHECKOV_VENV)/.installed  ## ruff, mypy, bandit, sam validate --
 	$(BIN)/mypy
 	@# Every handler is a module named app, so each is checked on its own.
 	for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
-	$(BIN)/bandit -c pyproject.toml -r layers functions local --quiet
+	$(BIN)/bandit -c pyproject.toml -r layers functions local cli --quiet
 	$(BIN)/sam validate --lint
 	$(BIN)/cfn-lint template.yaml
 	@# Every skipped check is in the template's Metadata with its reason; none is skipped here.
@@ -63,7 +65,7 @@ test: lint  ## Everything: linters, unit, integration and end-to-end tests, then
 	@# Two workers; unit tests first and alone: their in-process moto resets backends a stack shares.
 	@# Docker, the Lambda image and the build are prepared meanwhile (mostly downloads and disk).
 	local/lambda_image/sam_local.sh --alongside \
-		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e'
+		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e tests/cli'
 
 .PHONY: unit
 unit: install  ## Unit tests only (no network)

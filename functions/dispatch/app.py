@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -19,11 +20,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lipsync.admission import DynamoAdmission
 from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits, read_secret, secret_reader
 from lipsync.dispatch import Dispatcher, DispatchReport
+from lipsync.job_events import EventBridgeJobEvents
 from lipsync.job_store import DynamoJobStore
 from lipsync.jobs import job_id_of_execution
 from lipsync.kicks import SqsKicker
 from lipsync.lifecycle import Slots, stop, workflow_error
-from lipsync.observability import count, lambda_handler, logger
+from lipsync.observability import count, count_by, gauge, lambda_handler, logger, seconds
+from lipsync.queue_status import queue_gauges
 from lipsync.storage import S3Storage
 from lipsync.sync_client import SyncClient
 from lipsync.workflow import StepFunctionsWorkflow
@@ -35,6 +38,7 @@ class Wiring(NamedTuple):
     store: DynamoJobStore
     storage: S3Storage
     sync: SyncClient
+    events: EventBridgeJobEvents
 
 
 @cache
@@ -46,6 +50,7 @@ def wiring() -> Wiring:
     kicker = SqsKicker(settings.dispatch_queue_url)
     sync = SyncClient(settings.sync_api_base_url, secret_reader(settings.sync_api_key_secret))
     storage = S3Storage(settings.media_bucket)
+    events = EventBridgeJobEvents.from_env()
     return Wiring(
         Dispatcher(
             settings=settings,
@@ -58,11 +63,13 @@ def wiring() -> Wiring:
             workflow=StepFunctionsWorkflow(settings.state_machine_arn),
             kicker=kicker,
             token_key=read_secret(settings.webhook_token_key_secret),
+            events=events,
         ),
         Slots(admission, kicker, limits.transient_retries),
         store,
         storage,
         sync,
+        events,
     )
 
 
@@ -78,6 +85,15 @@ def report_metrics(report: DispatchReport) -> None:
         count("UnknownApiStatus", len(report.unknown_statuses))
     if report.released:
         count("SlotsRecovered", report.released)
+    for kind, creates in report.throttled.items():
+        count_by("Throttled", "Kind", kind, creates)
+
+
+def report_queue(store: DynamoJobStore) -> None:
+    """Once a minute (the sweep): how many jobs wait and how long the head has waited."""
+    gauges = queue_gauges(store, time.time())
+    gauge("QueueDepth", gauges["QueueDepth"])
+    seconds("OldestQueuedSeconds", gauges["OldestQueuedSeconds"])
 
 
 def execution_ended(detail: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +111,7 @@ def execution_ended(detail: dict[str, Any]) -> dict[str, Any]:
         job_id,
         execution_input.get("generationId"),
         error,
+        wired.events,
     )
 
 
@@ -106,8 +123,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("execution ended without finalizing", extra=result)
         return result
     run = wiring().dispatcher
-    seconds = context.get_remaining_time_in_millis() / 1000 - 15  # leave time to record a last create
-    report = run.sweep(seconds) if event.get("sweep") else run.run(seconds)
+    budget = context.get_remaining_time_in_millis() / 1000 - 15  # leave time to record a last create
+    report = run.sweep(budget) if event.get("sweep") else run.run(budget)
     report_metrics(report)
+    if event.get("sweep"):
+        report_queue(wiring().store)
     logger.info("dispatch", extra=report.log_fields())
     return {"created": len(report.created), "stoppedBecause": report.stopped_because}

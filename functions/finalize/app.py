@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.admission import DynamoAdmission
 from lipsync.config import FinalizeSettings, PlanLimits, secret_reader
+from lipsync.job_events import EventBridgeJobEvents
 from lipsync.job_store import DynamoJobStore
 from lipsync.kicks import SqsKicker
 from lipsync.lifecycle import ExecutionState, Slots, finalize, stop, workflow_error
@@ -25,6 +26,7 @@ class Wiring(NamedTuple):
     storage: S3Storage
     sync: SyncClient
     slots: Slots
+    events: EventBridgeJobEvents
 
 
 @cache
@@ -41,21 +43,21 @@ def wiring() -> Wiring:
             SqsKicker(settings.dispatch_queue_url),
             limits.transient_retries,
         ),
+        EventBridgeJobEvents.from_env(),
     )
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    store, storage, sync, slots = wiring()
+    store, storage, sync, slots, events = wiring()
     logger.append_keys(job_id=event["jobId"], generation_id=event.get("generationId"))
     if failure := event.get("workflowError"):
         error = workflow_error(failure.get("Error"), failure.get("Cause"))
-        result = stop(store, storage, sync, slots, event["jobId"], event.get("generationId"), error)
-        count("JobsStopped")
+        result = stop(store, storage, sync, slots, event["jobId"], event.get("generationId"), error, events)
     else:
-        result = finalize(store, storage, sync, slots, ExecutionState.model_validate(event))
-        count(f"JobsEnded{str(result['status']).title().replace('_', '')}")
+        result = finalize(store, storage, sync, slots, ExecutionState.model_validate(event), events=events)
         if result["status"] == "UNKNOWN":
             count("UnknownApiStatus")
+    # The outcome metric (JobsFinished by Outcome) goes out with the document, once per job.
     logger.info("job finalized", extra=result)
     return result

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import IntakeSettings
 from lipsync.intake import Intake
+from lipsync.job_events import EventBridgeJobEvents
 from lipsync.job_store import DynamoJobStore
 from lipsync.kicks import SqsKicker
 from lipsync.observability import count, lambda_handler, logger
@@ -31,7 +32,10 @@ def intake() -> tuple[Intake, SqsKicker]:
     settings = IntakeSettings.from_env()
     kicker = SqsKicker(settings.dispatch_queue_url)
     store = DynamoJobStore(settings.jobs_table)
-    return Intake(settings, store, S3Storage(settings.media_bucket), kicker), kicker
+    return (
+        Intake(settings, store, S3Storage(settings.media_bucket), kicker, EventBridgeJobEvents.from_env()),
+        kicker,
+    )
 
 
 def intake_record(queued: list[str], record: SQSRecord) -> None:

@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import WebhookSettings, read_secret
 from lipsync.job_store import DynamoJobStore
-from lipsync.observability import count, lambda_handler, logger
+from lipsync.observability import count, count_by, lambda_handler, logger
 from lipsync.webhooks import WebhookReceiver, WebhookRejectedError, parse_signing_secrets
 from lipsync.workflow import StepFunctionsWorkflow
 
@@ -58,8 +58,11 @@ def sync_webhook(job_id: str) -> dict[str, Any]:
 
 @app.exception_handler(WebhookRejectedError)  # type: ignore[untyped-decorator]
 def rejected(error: WebhookRejectedError) -> Response[dict[str, str]]:
-    count("WebhooksRejected")
-    logger.warning("webhook rejected", extra={"status_code": error.status_code, "reason": str(error)})
+    count_by("WebhooksRejected", "Reason", error.reason)
+    logger.warning(
+        "webhook rejected",
+        extra={"status_code": error.status_code, "reason": str(error), "reason_code": error.reason},
+    )
     return Response(
         status_code=error.status_code,
         content_type=content_types.APPLICATION_JSON,

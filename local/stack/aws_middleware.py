@@ -396,6 +396,27 @@ def _s3_error(
 
 
 # ---------------------------------------------------------------------- the server
+def schedule_rules_take_no_events() -> None:
+    """moto 5.2.5 offers every PutEvents entry to every rule of the bus, and a schedule rule's empty
+    pattern matches all of them, so its Lambda target (which moto cannot invoke) fails the whole
+    PutEvents with a 500. In AWS a schedule rule receives no events; the provisioner gives a rule
+    either a schedule or a pattern, never both. Idempotent."""
+    from moto.events.models import Rule
+
+    original = Rule.send_to_targets
+    if getattr(original, "schedule_only", False):
+        return
+
+    @functools.wraps(original)
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if self.scheduled_expression:
+            return
+        original(self, original_event, transform_input)
+
+    send_to_targets.schedule_only = True  # type: ignore[attr-defined]
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
+
+
 class MotoServer(ThreadedMotoServer):
     """ThreadedMotoServer with `AwsMiddleware` around moto's app.
 
@@ -405,6 +426,7 @@ class MotoServer(ThreadedMotoServer):
 
     def __init__(self, ip_address: str, port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
+        schedule_rules_take_no_events()
         self.middleware = AwsMiddleware(DomainDispatcherApplication(create_backend_app))
 
     def _server_entry(self) -> None:

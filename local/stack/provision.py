@@ -222,6 +222,7 @@ class Provisioner:
             "AWS::S3::Bucket": self._create_bucket,
             "AWS::S3::BucketPolicy": self._create_bucket_policy,
             "AWS::CloudWatch::Alarm": self._create_alarm,
+            "AWS::CloudWatch::Dashboard": self._create_dashboard,
             "AWS::Logs::LogGroup": self._create_log_group,
         }
 
@@ -925,6 +926,13 @@ class Provisioner:
         self.client("cloudwatch").put_metric_alarm(**props)
         arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{props['AlarmName']}"
         self._set(name, props["AlarmName"], Arn=arn)
+
+    def _create_dashboard(self, name: str, props: dict[str, Any]) -> None:
+        props = self.resolver.resolve(props)
+        dashboard = props.get("DashboardName") or self._physical_name(name, 255)
+        json.loads(props["DashboardBody"])  # CloudFormation refuses a body that is not JSON; so do we
+        self.client("cloudwatch").put_dashboard(DashboardName=dashboard, DashboardBody=props["DashboardBody"])
+        self._set(name, dashboard)
 
     def _create_log_group(self, name: str, props: dict[str, Any]) -> None:
         props = self.resolver.resolve(props)

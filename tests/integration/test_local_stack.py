@@ -1058,9 +1058,12 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert "${" not in definition
         assert real.workers["FinalizeFunction"].spec.arn in definition
         alarms = real.client("cloudwatch").describe_alarms(AlarmNamePrefix="real-template-")["MetricAlarms"]
-        assert sorted(a["MetricName"] for a in alarms) == [
-            "ApproximateNumberOfMessagesVisible",
-            "DispatchPaused",
+        assert sorted(a["AlarmName"].removeprefix("real-template-") for a in alarms) == [
+            "DispatchPausedAlarm",
+            "FailedJobRateAlarm",
+            "OldestQueuedJobAlarm",
+            "RejectedWebhooksAlarm",
+            "SubmitDeadLetterAlarm",
         ]
         assert sorted({r.api for r in real.provisioned.routes}) == ["Api"]
         auth = {(r.method, r.path): r.iam_auth for r in real.provisioned.routes}

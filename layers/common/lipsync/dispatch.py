@@ -55,6 +55,7 @@ from lipsync.workflow import execution_input
 if TYPE_CHECKING:
     from lipsync.admission import Admission
     from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits
+    from lipsync.job_events import JobEvents
     from lipsync.job_store import JobStore
     from lipsync.kicks import Kicker
     from lipsync.storage import Storage
@@ -79,12 +80,20 @@ def backoff_seconds(attempt: int, first: float = 2.0, cap: float = 120.0) -> flo
     return base + random.uniform(0, base / 4)  # nosec B311 # noqa: S311 - jitter, not security
 
 
+def throttle_kind(error: SyncRetryableError) -> str:
+    """A 429's kind for the metrics: the plan's concurrency, the create rate, or anything else."""
+    if error.reason == "concurrency":
+        return "concurrency"
+    return "rate" if error.error_code in (None, "rate_limit_exceeded") else "other"
+
+
 @dataclass
 class DispatchReport:
     """What one run did (the handler turns it into metrics and a log line)."""
 
     created: list[str] = field(default_factory=list)
     requeued: dict[str, int] = field(default_factory=dict)  # reason -> jobs put back at the front
+    throttled: dict[str, int] = field(default_factory=dict)  # 429 kind (concurrency, rate, other) -> creates
     uncertain: int = 0
     adopted: int = 0
     rejected: int = 0
@@ -95,6 +104,9 @@ class DispatchReport:
 
     def requeue(self, reason: str) -> None:
         self.requeued[reason] = self.requeued.get(reason, 0) + 1
+
+    def throttle(self, kind: str) -> None:
+        self.throttled[kind] = self.throttled.get(kind, 0) + 1
 
     def log_fields(self) -> dict[str, Any]:
         """For the log line (`created` is a reserved LogRecord attribute, hence `dispatched`)."""
@@ -119,7 +131,9 @@ class Dispatcher:
         kicker: Kicker,
         token_key: str,
         clock: Callable[[], float] = time.time,
+        events: JobEvents | None = None,
     ) -> None:
+        self._events = events
         self._settings = settings
         self._limits = limits
         self._timings = timings
@@ -298,6 +312,7 @@ class Dispatcher:
             self._back_to_queue(job, slot, error.reason, error)
             self._pause(error.retry_after_seconds or backoff_seconds(streak), error.reason, streak, report)
             report.requeue(error.reason)
+            report.throttle(throttle_kind(error))
             return
         generation_id = error.body.generation_id if error.body else None
         if generation_id:
@@ -386,7 +401,7 @@ class Dispatcher:
         if self._admission.release(slot, job.job_id, job=update, duration=None):
             ended = self._store.get(job.job_id)
             if ended is not None:
-                write_job_document(self._storage, ended)
+                write_job_document(self._storage, ended, self._events)
                 self._store.set_fields(job.job_id, {"finalizedAt": utc_now()})
             self._kicker.kick(0, "slot freed")
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lipsync.jobs import Job
+from lipsync.jobs import Job, JobStatus
+from lipsync.observability import count_by, seconds
 from lipsync.storage import Storage
+
+if TYPE_CHECKING:
+    from lipsync.job_events import JobEvents
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -22,10 +26,34 @@ def job_document(job: Job) -> dict[str, Any]:
         "generationSeconds": _seconds_between(job.submitted_at, job.finished_at),
         "totalSeconds": _seconds_between(job.created_at, job.finished_at),
     }
+    if job.status == JobStatus.COMPLETED and job.output_checksum:
+        timings["uploadToOutputSeconds"] = _seconds_between(job.arrived_at or job.created_at, job.finished_at)
     return job.public_view() | {
         "timings": {name: value for name, value in timings.items() if value is not None}
     }
 
 
-def write_job_document(storage: Storage, job: Job) -> None:
-    storage.put_json(job.document_key, job_document(job))
+def write_job_document(storage: Storage, job: Job, events: JobEvents | None = None) -> None:
+    """Write a finished job's document, publish its `Job Finished` event (with `events`) and
+    report its metrics.
+
+    Callers set `finalizedAt` afterwards and skip this once it is set, so a job is announced once,
+    or again when the caller fails between the two (at least once; see lipsync.job_events)."""
+    document = job_document(job)
+    storage.put_json(job.document_key, document)
+    if events is not None:
+        events.job_finished(document)
+    report_finished(document)
+
+
+def report_finished(document: dict[str, Any]) -> None:
+    """Metrics of a finished job: its outcome, and how long it waited and took."""
+    count_by("JobsFinished", "Outcome", str(document["status"]))
+    timings: dict[str, float] = document.get("timings", {})
+    for metric, timing in (
+        ("QueueWaitSeconds", "queuedSeconds"),
+        ("GenerationSeconds", "generationSeconds"),
+        ("UploadToOutputSeconds", "uploadToOutputSeconds"),
+    ):
+        if (value := timings.get(timing)) is not None:
+            seconds(metric, value)

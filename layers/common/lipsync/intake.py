@@ -23,6 +23,7 @@ from lipsync.planning import (
 
 if TYPE_CHECKING:
     from lipsync.config import IntakeSettings
+    from lipsync.job_events import JobEvents
     from lipsync.job_store import JobStore
     from lipsync.kicks import Kicker
     from lipsync.s3_events import ObjectCreated
@@ -32,8 +33,16 @@ Outcome = Literal["queued", "duplicate", "waiting", "ignored", "invalid"]
 
 
 class Intake:
-    def __init__(self, settings: IntakeSettings, store: JobStore, storage: Storage, kicker: Kicker) -> None:
+    def __init__(
+        self,
+        settings: IntakeSettings,
+        store: JobStore,
+        storage: Storage,
+        kicker: Kicker,
+        events: JobEvents | None = None,
+    ) -> None:
         self._settings = settings
+        self._events = events
         self.max_receive_count = settings.max_receive_count
         self._store = store
         self._storage = storage
@@ -101,7 +110,11 @@ class Intake:
     def _record_invalid(self, plan: JobPlan, error: InvalidInputError) -> Job:
         job = self._new_job(plan, JobStatus.INVALID, error=JobError(message=error.message, field=error.field))
         _, stored = self._store.create(job, retention_days=self._settings.job_retention_days)
-        write_job_document(self._storage, stored)
+        # A redelivered event finds finalizedAt set: announced once. A record of another status is
+        # a job these objects made before; its own writers end it.
+        if stored.status == JobStatus.INVALID and not stored.finalized_at:
+            write_job_document(self._storage, stored, self._events)
+            stored = self._store.set_fields(stored.job_id, {"finalizedAt": utc_now()})
         return stored
 
     def enqueue(self, plan: JobPlan) -> tuple[Outcome, Job]:

@@ -39,6 +39,7 @@ from lipsync.sync_client import SyncPermanentError, SyncRetryableError
 
 if TYPE_CHECKING:
     from lipsync.admission import Admission
+    from lipsync.job_events import JobEvents
     from lipsync.job_store import JobStore
     from lipsync.kicks import Kicker
     from lipsync.storage import Storage
@@ -241,6 +242,7 @@ def finalize(
     state: ExecutionState,
     http: httpx.Client | None = None,
     now: Callable[[], datetime] | None = None,
+    events: JobEvents | None = None,
 ) -> dict[str, Any]:
     """Confirm the end with a GET (if polling has not), free the slot, send a transient failure
     again or copy a COMPLETED output into outputs/, and write outputs/<name>.json."""
@@ -262,7 +264,7 @@ def finalize(
                 raise  # Retry, then polling, bring us back here until the deadline
             failure = JobError(code="output_copy_failed", message=f"the output could not be copied: {error}")
             job = store.set_fields(job.job_id, {"error": failure.stored()})
-    return _write_out(store, storage, job)
+    return _write_out(store, storage, job, events)
 
 
 def _confirm(store: JobStore, sync: SyncClient, job: Job, retries: int) -> Job:
@@ -313,9 +315,9 @@ def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
     return {"status": JobStatus.QUEUED, "outputKey": None}
 
 
-def _write_out(store: JobStore, storage: Storage, job: Job) -> dict[str, Any]:
-    if not job.finalized_at:
-        write_job_document(storage, job)
+def _write_out(store: JobStore, storage: Storage, job: Job, events: JobEvents | None) -> dict[str, Any]:
+    if not job.finalized_at:  # the event goes out before the mark: at least once (lipsync.job_events)
+        write_job_document(storage, job, events)
         job = store.set_fields(job.job_id, {"finalizedAt": utc_now()})
     return {"status": job.status, "outputKey": job.output_key if job.output_checksum else None}
 
@@ -355,6 +357,7 @@ def stop(
     job_id: str,
     generation_id: str | None,
     error: JobError,
+    events: JobEvents | None = None,
 ) -> dict[str, Any]:
     """An execution ended without finalizing (a task failed for good, or the execution failed, timed
     out or was aborted): settle the job from a GET if sync.so has finished it, else mark it STOPPED
@@ -375,7 +378,7 @@ def stop(
         note = JobError(code="output_copy_failed", message=f"the output was not copied: {error.message}")
         job = store.set_fields(job.job_id, {"error": note.stored()})
     free_slot(slots.admission, slots.kicker, job)
-    return _write_out(store, storage, job)
+    return _write_out(store, storage, job, events)
 
 
 def workflow_error(error: str | None, cause: Any) -> JobError:

@@ -14,6 +14,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+DEFAULT_NAMESPACE = "LipsyncPipeline"  # the template's MetricsNamespace default, for code run outside Lambda
+
 logger = Logger()
 metrics = Metrics()
 # Not every invocation has a metric to report (a duplicate event, an arm task); that is fine.
@@ -48,6 +50,7 @@ def count_by(metric: str, dimension: str, value: str, amount: float = 1) -> None
         name=metric,
         unit=MetricUnit.Count,
         value=amount,
+        namespace=metrics.namespace or DEFAULT_NAMESPACE,
         default_dimensions=metrics.default_dimensions,
     ) as metric_line:
         metric_line.add_dimension(name="service", value=metrics.service or "service_undefined")
@@ -56,3 +59,8 @@ def count_by(metric: str, dimension: str, value: str, amount: float = 1) -> None
 
 def seconds(metric: str, value: float) -> None:
     metrics.add_metric(name=metric, unit=MetricUnit.Seconds, value=value)
+
+
+def gauge(metric: str, value: float) -> None:
+    """A level (a queue's depth), not an event count: dashboards and alarms read its Maximum."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)

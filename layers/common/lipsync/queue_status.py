@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lipsync.jobs import Job, JobStatus
@@ -47,3 +48,16 @@ def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now
         if plan.paused_until > now
         else None,
     }
+
+
+def queue_gauges(store: JobStore, now: float) -> dict[str, float]:
+    """The queue's depth and the age of its oldest job (the head), in seconds, for the metrics:
+    one COUNT query, one head query and one GetItem."""
+    depth = store.count_queued()
+    oldest = 0.0
+    head = store.queue_head(1) if depth else []
+    job = store.get(head[0]) if head else None
+    if job is not None and job.status == JobStatus.QUEUED:
+        arrived = datetime.fromisoformat(job.arrived_at or job.created_at).timestamp()
+        oldest = max(0.0, round(now - arrived, 3))
+    return {"QueueDepth": depth, "OldestQueuedSeconds": oldest}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -26,12 +26,18 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 256 * 1024
 
 
+RejectReason = Literal[
+    "too_large", "missing_token", "bad_token", "bad_signature", "unknown_job", "other_generation", "bad_body"
+]
+
+
 class WebhookRejectedError(Exception):
     """A delivery we refuse; `status_code` is the HTTP answer and `str()` is safe to return."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, reason: RejectReason) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.reason = reason  # the metric's dimension: one of a fixed few, never the token or a URL
 
 
 @dataclass(frozen=True)
@@ -57,18 +63,20 @@ class WebhookReceiver:
 
     def receive(self, job_id: str, token: str | None, signature: str | None, body: bytes) -> WebhookResult:
         if len(body) > MAX_BODY_BYTES:
-            raise WebhookRejectedError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+            raise WebhookRejectedError(413, f"body is larger than {MAX_BODY_BYTES} bytes", "too_large")
         if not token:
-            raise WebhookRejectedError(401, "the webhook URL's token is missing")
+            raise WebhookRejectedError(401, "the webhook URL's token is missing", "missing_token")
         if not verify_job_token(self._token_key(), job_id, token):
-            raise WebhookRejectedError(403, "the webhook URL's token is not valid for this job")
+            raise WebhookRejectedError(403, "the webhook URL's token is not valid for this job", "bad_token")
         signed_form = self._check_signature(body, signature)
         generation = self._parse(body)
         job = self._store.get(job_id)
         if job is None:
-            raise WebhookRejectedError(404, "no such job")
+            raise WebhookRejectedError(404, "no such job", "unknown_job")
         if job.generation_id and generation.id != job.generation_id:
-            raise WebhookRejectedError(409, "the delivery is for another generation than this job's")
+            raise WebhookRejectedError(
+                409, "the delivery is for another generation than this job's", "other_generation"
+            )
         return self._signal(job, generation, signed_form)
 
     def _check_signature(self, body: bytes, signature: str | None) -> SignedForm | None:
@@ -78,7 +86,7 @@ class WebhookReceiver:
         try:
             return verify_signature(body, signature, secrets)
         except SignatureError as error:
-            raise WebhookRejectedError(401, str(error)) from error
+            raise WebhookRejectedError(401, str(error), "bad_signature") from error
 
     @staticmethod
     def _parse(body: bytes) -> Generation:
@@ -86,8 +94,10 @@ class WebhookReceiver:
             return Generation.model_validate_json(body)
         except ValidationError as error:
             if any(issue["type"] == "json_invalid" for issue in error.errors()):
-                raise WebhookRejectedError(400, "body is not JSON") from error
-            raise WebhookRejectedError(400, "body is not a generation (needs id and status)") from error
+                raise WebhookRejectedError(400, "body is not JSON", "bad_body") from error
+            raise WebhookRejectedError(
+                400, "body is not a generation (needs id and status)", "bad_body"
+            ) from error
 
     def _signal(self, job: Job, generation: Generation, signed_form: SignedForm | None) -> WebhookResult:
         """Record that a delivery came and what it claimed, and wake the job's execution: its GET

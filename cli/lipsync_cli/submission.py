@@ -1,0 +1,297 @@
+"""What `submit` and `submit-manifest` upload, checked first by the submit function's own code.
+
+Validation runs `lipsync.planning.plan_job` (the layer's code, the same models and messages as the
+submit function) over a view of the bucket in which the planned uploads already exist, so a
+submission that would become an INVALID job is refused here, before anything is uploaded.
+
+- A pair without options goes to inputs/<name>.<ext> (video first; the audio completes the job).
+- With --model, --option or --text, the media go to media/<name>/ (a prefix that starts nothing)
+  and a manifest naming them goes to jobs/<name>.json, last.
+- A manifest file's input URLs that are local files (relative to the manifest) are uploaded to
+  media/<name>/ and the manifest is rewritten to name those keys.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lipsync.config import PlanningSettings
+from lipsync.jobs import ObjectRef, job_id_for
+from lipsync.planning import (
+    AUDIO_EXTENSIONS,
+    INPUTS_PREFIX,
+    JOBS_PREFIX,
+    VIDEO_EXTENSIONS,
+    InvalidJobError,
+    JobPlan,
+    plan_job,
+)
+from lipsync.s3_events import ObjectCreated
+from lipsync.storage import MAX_MANIFEST_BYTES, ObjectInfo, S3Storage, TooLargeError
+from lipsync_cli.errors import AwsError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from lipsync_cli.targets import Target
+
+MEDIA_PREFIX = "media/"
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    source: Path | None = None  # a local file, or
+    body: bytes | None = None  # bytes (a manifest)
+
+    @property
+    def size(self) -> int:
+        return self.source.stat().st_size if self.source else len(self.body or b"")
+
+    @property
+    def content_type(self) -> str:
+        if self.body is not None:
+            return "application/json"
+        return mimetypes.guess_type(self.key)[0] or "application/octet-stream"
+
+
+@dataclass
+class Submission:
+    """What will be uploaded, in order (the last upload starts the job), and the job it makes."""
+
+    kind: Literal["pair", "manifest"]
+    uploads: list[Upload]
+    plan: JobPlan | None = None
+    manifest: dict[str, Any] | None = None
+    job_id: str | None = None  # known once uploaded (it derives from the uploaded versions)
+    uploaded: list[ObjectRef] = field(default_factory=list)
+
+    def summary(self, bucket: str, *, dry_run: bool) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "dryRun": dry_run,
+            "kind": self.kind,
+            "name": plan.name if plan else None,
+            "jobId": self.job_id,
+            "model": plan.model if plan else None,
+            "outputKey": plan.output_key if plan else None,
+            "documentKey": plan.document_key if plan else None,
+            "uploads": [{"key": f"s3://{bucket}/{u.key}", "bytes": u.size} for u in self.uploads],
+            "warnings": plan.warnings if plan else [],
+            **({"manifest": self.manifest} if self.manifest is not None else {}),
+        }
+
+
+class PlannedStorage(S3Storage):
+    """The bucket as it will be once `uploads` are in it (read-only; nothing is written)."""
+
+    def __init__(self, bucket: str, client: S3Client, uploads: list[Upload]) -> None:
+        super().__init__(bucket, client)
+        self._planned = {upload.key: upload for upload in uploads}
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        if key in self._planned:
+            return ObjectInfo(key=key, etag="planned", size=self._planned[key].size)
+        return super().head(key, version_id)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        existing = [info for info in super().list_objects(prefix) if info.key not in self._planned]
+        planned = [
+            ObjectInfo(key=key, etag="planned", size=upload.size)
+            for key, upload in self._planned.items()
+            if key.startswith(prefix)
+        ]
+        return existing + planned
+
+    def read(self, key: str, version_id: str | None = None, *, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        upload = self._planned.get(key)
+        if upload is None:
+            return super().read(key, version_id, max_bytes=max_bytes)
+        if upload.size > max_bytes:
+            raise TooLargeError(f"{key} is {upload.size} bytes; the limit is {max_bytes}")
+        return upload.body if upload.body is not None else upload.source.read_bytes()  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _local_file(path: str, what: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    return file
+
+
+def _extension(path: Path) -> str:
+    return path.suffix.lstrip(".").lower()
+
+
+def _check_name(name: str) -> str:
+    path = PurePosixPath(name)
+    if not name.strip() or path.is_absolute() or ".." in path.parts or name.endswith("/") or len(name) > 200:
+        raise UsageError(
+            f"--name {name!r}: must be a relative name like 'campaign/clip-1' "
+            "(no '..', at most 200 characters)"
+        )
+    return str(path)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` (value as JSON when it parses, else a string); dotted keys nest: a.b=1."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option {pair!r}: expected key=value, e.g. sync_mode=loop or temperature=0.5")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = options
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"--option {pair!r}: {part} is already set to a value")
+            node = child
+        node[leaf] = value
+    return options
+
+
+def pair_submission(
+    video: str,
+    audio: str | None,
+    *,
+    name: str | None,
+    model: str | None,
+    options: dict[str, Any],
+    text: str | None,
+    voice: str | None,
+) -> Submission:
+    video_file = _local_file(video, "video")
+    if _extension(video_file) not in VIDEO_EXTENSIONS:
+        raise UsageError(f"video {video}: use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+    if (text is None) == (audio is None):
+        raise UsageError("give an AUDIO file or --text (with --voice), not both and not neither")
+    if text is not None and not voice:
+        raise UsageError("--text needs --voice VOICE_ID (an ElevenLabs voice id)")
+    audio_file = _local_file(audio, "audio") if audio is not None else None
+    if audio_file is not None and _extension(audio_file) not in AUDIO_EXTENSIONS:
+        raise UsageError(f"audio {audio}: use one of {', '.join(sorted(AUDIO_EXTENSIONS))}")
+    job_name = _check_name(name or video_file.stem)
+    if model is None and not options and text is None:
+        uploads = [Upload(f"{INPUTS_PREFIX}{job_name}.{_extension(video_file)}", source=video_file)]
+        uploads.append(Upload(f"{INPUTS_PREFIX}{job_name}.{_extension(audio_file)}", source=audio_file))  # type: ignore[arg-type]
+        return Submission("pair", uploads)
+    media = [Upload(f"{MEDIA_PREFIX}{job_name}/video.{_extension(video_file)}", source=video_file)]
+    voice_input: dict[str, Any]
+    if audio_file is not None:
+        media.append(Upload(f"{MEDIA_PREFIX}{job_name}/audio.{_extension(audio_file)}", source=audio_file))
+        voice_input = {"type": "audio", "url": media[1].key}
+    else:
+        voice_input = {"type": "text", "provider": {"name": "elevenlabs", "voiceId": voice, "script": text}}
+    manifest: dict[str, Any] = {
+        "name": job_name,
+        **({"model": model} if model else {}),
+        "input": [{"type": "video", "url": media[0].key}, voice_input],
+        **({"options": options} if options else {}),
+    }
+    return _manifest_submission(job_name, manifest, media)
+
+
+def manifest_submission(path: str, *, name: str | None) -> Submission:
+    file = _local_file(path, "manifest")
+    raw = file.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None  # the submit function's own check reports it, in its words
+    stem = name or (manifest.get("name") if isinstance(manifest, dict) else None) or file.stem
+    job_name = _check_name(stem if isinstance(stem, str) else file.stem)
+    if not isinstance(manifest, dict):
+        return Submission("manifest", [Upload(f"{JOBS_PREFIX}{job_name}.json", body=raw)])
+    if name:
+        manifest["name"] = job_name
+    media: list[Upload] = []
+    for item in manifest.get("input") or []:
+        url = item.get("url") if isinstance(item, dict) else None
+        if not isinstance(url, str) or not url or "://" in url:
+            continue
+        local = Path(url).expanduser()
+        local = local if local.is_absolute() else file.parent / local
+        if local.is_file():
+            media.append(Upload(f"{MEDIA_PREFIX}{job_name}/{len(media)}-{local.name}", source=local))
+            item["url"] = media[-1].key
+    return _manifest_submission(job_name, manifest, media)
+
+
+def _manifest_submission(job_name: str, manifest: dict[str, Any], media: list[Upload]) -> Submission:
+    body = json.dumps(manifest, indent=2).encode()
+    return Submission(
+        "manifest", [*media, Upload(f"{JOBS_PREFIX}{job_name}.json", body=body)], manifest=manifest
+    )
+
+
+# ---------------------------------------------------------------------------- validating, uploading
+
+
+def _aws(action: str, error: Exception) -> AwsError:
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        return AwsError(f"{action}: {detail.get('Code', '')} {detail.get('Message', '')}".strip())
+    return AwsError(f"{action}: {error}")
+
+
+def validate(submission: Submission, target: Target, s3: S3Client) -> Submission:
+    """Plan the job exactly as the submit function will; InvalidJobError becomes a UsageError
+    with the function's message (field: message)."""
+    settings = PlanningSettings.model_validate(
+        {"DEFAULT_MODEL": target.default_model, "DEFAULT_OPTIONS": target.default_options}
+    )
+    storage = PlannedStorage(target.bucket, s3, submission.uploads)
+    trigger = submission.uploads[-1].key
+    try:
+        plan = plan_job(ObjectCreated(bucket=target.bucket, key=trigger), storage, settings)
+    except InvalidJobError as error:
+        raise UsageError(f"invalid {submission.kind}: {error}") from None
+    except (ClientError, BotoCoreError) as error:
+        raise _aws(f"reading s3://{target.bucket}", error) from None
+    if plan is None:
+        raise UsageError(f"{trigger} would not start a job")
+    submission.plan = plan
+    return submission
+
+
+def upload(submission: Submission, target: Target, s3: S3Client) -> Submission:
+    """Upload in order; the job id derives from the uploaded versions, as the submit function's does."""
+    refs: list[ObjectRef] = []
+    for item in submission.uploads:
+        try:
+            if item.body is not None:
+                answer: Any = s3.put_object(
+                    Bucket=target.bucket, Key=item.key, Body=item.body, ContentType=item.content_type
+                )
+            else:
+                s3.upload_file(
+                    str(item.source), target.bucket, item.key, ExtraArgs={"ContentType": item.content_type}
+                )
+                answer = s3.head_object(Bucket=target.bucket, Key=item.key)
+        except (ClientError, BotoCoreError) as error:
+            raise _aws(f"uploading s3://{target.bucket}/{item.key}", error) from None
+        refs.append(
+            ObjectRef(
+                key=item.key, version_id=answer.get("VersionId"), etag=answer.get("ETag", "").strip('"')
+            )
+        )
+    triggers = (
+        [ref for ref in refs if ref.key.startswith(INPUTS_PREFIX)] if submission.kind == "pair" else refs[-1:]
+    )
+    submission.uploaded = refs
+    submission.job_id = job_id_for(target.bucket, triggers)
+    return submission
