@@ -9,6 +9,8 @@ PY := $(BIN)/python
 PYTHON312 ?= $(shell for candidate in $$(command -v python3.12) $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12; do \
 	"$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$candidate"; break; }; done)
 export SAM_CLI_TELEMETRY := 0
+# Independent prerequisites (the project venv, the checkov venv, npm) install side by side.
+MAKEFLAGS += --jobs=2
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 STATE_FILE ?= .local-stack.json
