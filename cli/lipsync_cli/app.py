@@ -55,6 +55,16 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _submission_flags(parser: argparse.ArgumentParser) -> None:
+    """What `submit` and `submit-manifest` share."""
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and show the uploads; upload nothing"
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="do not wait (up to 30 s) for the stack to record the job"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     formatter = argparse.RawDescriptionHelpFormatter
@@ -105,12 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--text", help="a script to speak (ElevenLabs text-to-speech) instead of AUDIO")
     submit.add_argument("--voice", metavar="VOICE_ID", help="the ElevenLabs voice id for --text")
-    submit.add_argument(
-        "--dry-run", action="store_true", help="validate and show the uploads; upload nothing"
-    )
-    submit.add_argument(
-        "--no-wait", action="store_true", help="do not wait (up to 30 s) for the stack to record the job"
-    )
+    _submission_flags(submit)
 
     manifest = add(
         "submit-manifest",
@@ -124,12 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manifest.add_argument("file", metavar="FILE", help="the manifest (.json)")
     manifest.add_argument("--name", help="the job's name (default: the manifest's name, else the file's)")
-    manifest.add_argument(
-        "--dry-run", action="store_true", help="validate and show the uploads; upload nothing"
-    )
-    manifest.add_argument(
-        "--no-wait", action="store_true", help="do not wait (up to 30 s) for the stack to record the job"
-    )
+    _submission_flags(manifest)
 
     status = add(
         "status",

@@ -19,16 +19,9 @@ from lipsync_cli.app import main
 from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
 from local.sync_emulator import EmulatorConfig
+from tests.e2e.conftest import TIMINGS  # production timings scaled to seconds
 
 ROOT = Path(__file__).resolve().parents[2]
-# Production timings scaled to seconds (as tests/e2e does), and a fast emulator.
-TIMINGS = {
-    "WebhookTimeoutSeconds": "4",
-    "PollFirstIntervalSeconds": "1",
-    "PollBackoffRate": "2",
-    "PollMaxIntervalSeconds": "2",
-    "MaxJobSeconds": "12",
-}
 
 
 @dataclass(frozen=True)
