@@ -63,6 +63,7 @@ class FakeStorage:
         self.writes: list[str] = []  # every key written by put_json or upload, in order
         self.signature = "fake"  # change it to tell presigned URLs made at different times apart
         self._counter = 0
+        self.range_reads = 0
 
     def put(
         self, key: str, body: bytes = b"media", *, content_type: str = "application/octet-stream"
@@ -108,6 +109,13 @@ class FakeStorage:
         if len(stored.body) > max_bytes:
             raise TooLargeError(f"{key} is {len(stored.body)} bytes; the limit is {max_bytes}")
         return stored.body
+
+    def read_range(self, key: str, version_id: str | None, start: int, end: int) -> bytes:
+        stored = self._find(key, version_id)
+        if stored is None:
+            raise KeyError(f"NoSuchKey: {key}")
+        self.range_reads += 1
+        return stored.body[start : end + 1]
 
     def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str:
         query = {"versionId": version_id} if version_id else {}

@@ -1,7 +1,8 @@
 """Submit (intake): S3 notifications from the submit queue -> QUEUED jobs in the job queue.
 
-It never calls sync.so and never waits: every object becomes a job record (or an INVALID one
-with its document) at once, the S3 event is finished, and the dispatcher is woken. A message
+It never creates a generation and never waits: every object becomes a job record (or an INVALID
+one with its document) at once, with its cost estimate (sync.so's estimate endpoint, else the
+price table), the S3 event is finished, and the dispatcher is woken. A message
 fails (and is redelivered, then dead-lettered) only when AWS itself fails.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 from functools import cache, partial
 from typing import Any
 
+import httpx
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import IntakeSettings
+from lipsync.config import IntakeSettings, secret_reader
+from lipsync.cost import CostEstimator, PriceTable
 from lipsync.intake import Intake
 from lipsync.job_events import EventBridgeJobEvents
 from lipsync.job_store import DynamoJobStore
@@ -23,6 +26,9 @@ from lipsync.kicks import SqsKicker
 from lipsync.observability import count, lambda_handler, logger
 from lipsync.s3_events import ObjectCreated, created_objects
 from lipsync.storage import S3Storage
+from lipsync.sync_client import SyncClient
+
+ESTIMATE_TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # an estimate is worth little waiting: fall back
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -32,8 +38,15 @@ def intake() -> tuple[Intake, SqsKicker]:
     settings = IntakeSettings.from_env()
     kicker = SqsKicker(settings.dispatch_queue_url)
     store = DynamoJobStore(settings.jobs_table)
+    sync = None
+    if settings.sync_api_base_url and settings.sync_api_key_secret:
+        sync = SyncClient(
+            settings.sync_api_base_url, secret_reader(settings.sync_api_key_secret), timeout=ESTIMATE_TIMEOUT
+        )
+    estimator = CostEstimator(PriceTable.from_json(settings.price_table_usd_per_second), sync)
+    storage = S3Storage(settings.media_bucket)
     return (
-        Intake(settings, store, S3Storage(settings.media_bucket), kicker, EventBridgeJobEvents.from_env()),
+        Intake(settings, store, storage, kicker, EventBridgeJobEvents.from_env(), estimator),
         kicker,
     )
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from lipsync.config import DispatchSettings, IntakeSettings, LifecycleTimings, PlanLimits
-from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher
+from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher, DispatchReport
 from lipsync.intake import Intake
 from lipsync.job_store import Update
 from lipsync.jobs import Job, JobStatus
@@ -388,7 +388,8 @@ def test_two_dispatchers_never_claim_one_job_or_one_slot(world: World) -> None:
     one, two = world.dispatcher(concurrency=1), world.dispatcher(concurrency=1)
     stale = world.admission.read()
     one.run()
-    assert two._claim(stale, 0, world.store.queue_head(5), world.now[0]) is None  # lost the race
+    lost = two._claim(stale, 0, world.store.queue_head(5), world.now[0], DispatchReport())
+    assert lost is None  # lost the race
     two.run()
     assert len(world.posts()) == 1
     assert len(world.held()) == 1

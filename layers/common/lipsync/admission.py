@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipsync.budget import SPEND_PREFIX, Charge, report_cost, settle
 from lipsync.job_store import Codec, DynamoJobStore, Update
 
 if TYPE_CHECKING:
@@ -109,11 +110,20 @@ class Admission(Protocol):
         job: Update,
         *,
         renew: bool = False,
+        charge: Charge | None = None,
     ) -> bool: ...
 
     def release(
-        self, slot: int, job_id: str, *, job: Update | None = None, duration: float | None
+        self,
+        slot: int,
+        job_id: str,
+        *,
+        job: Update | None = None,
+        duration: float | None,
+        charge: Charge | None = None,
     ) -> bool: ...
+
+    def month_spend(self, month: str) -> float: ...
 
     def set_lease(self, slot: int, job_id: str, lease_until: float) -> bool: ...
 
@@ -178,10 +188,11 @@ class DynamoAdmission:
         job: Update,
         *,
         renew: bool = False,
+        charge: Charge | None = None,
     ) -> bool:
         """Take `slot` for the job (or, `renew`, keep it for another try of the same create) and one
         create from the rate, if nobody changed the plan since `plan` was read; the job's own update
-        (with its condition) commits with it or not at all."""
+        (with its condition) and its `charge` to the month's spend commit with it or not at all."""
         condition = "attribute_not_exists(#version)" if plan.version == 0 else "#version = :version"
         values: dict[str, Any] = {
             ":next": plan.version + 1,
@@ -198,10 +209,18 @@ class DynamoAdmission:
             {"#version": "version", "#slot": f"slot_{slot}"},
             values,
         )
-        return self._transact(plan_update, self._store.update_request(job))
+        return self._transact(plan_update, self._store.update_request(job), *self._spend(charge))
 
-    def release(self, slot: int, job_id: str, *, job: Update | None = None, duration: float | None) -> bool:
-        """Free `slot` if `job_id` still holds it (with the job's next state, atomically)."""
+    def release(
+        self,
+        slot: int,
+        job_id: str,
+        *,
+        job: Update | None = None,
+        duration: float | None,
+        charge: Charge | None = None,
+    ) -> bool:
+        """Free `slot` if `job_id` still holds it (with the job's next state and its `charge`, atomically)."""
         expression = "REMOVE #slot"
         values: dict[str, Any] = {":job": job_id}
         names = {"#slot": f"slot_{slot}"}
@@ -211,12 +230,33 @@ class DynamoAdmission:
             values[":duration"] = round(duration, 3)
         plan_update = self._plan_update(expression, "#slot.jobId = :job", names, values)
         if job is not None:
-            return self._transact(plan_update, self._store.update_request(job))
+            return self._transact(plan_update, self._store.update_request(job), *self._spend(charge))
         try:
             self._client.update_item(**plan_update)
         except self._client.exceptions.ConditionalCheckFailedException:
             return False  # released before (an ending is reported twice): nothing to do
         return True
+
+    def month_spend(self, month: str) -> float:
+        answer = self._client.get_item(
+            TableName=self._table, Key=self._codec.item({"id": SPEND_PREFIX + month}), ConsistentRead=True
+        )
+        return float(self._codec.plain(answer.get("Item", {})).get("usd", 0.0))
+
+    def _spend(self, charge: Charge | None) -> list[dict[str, Any]]:
+        """The month's spend item's update for `charge` (none for no charge)."""
+        if charge is None or (charge.usd == 0 and charge.ceiling is None):
+            return []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._codec.item({"id": SPEND_PREFIX + charge.month}),
+            "UpdateExpression": "ADD usd :usd",
+            "ExpressionAttributeValues": self._codec.item({":usd": round(charge.usd, 4)}),
+        }
+        if charge.ceiling is not None:  # the budget's check, atomic with the claim
+            request["ConditionExpression"] = "attribute_not_exists(usd) OR usd <= :ceiling"
+            request["ExpressionAttributeValues"] |= self._codec.item({":ceiling": charge.ceiling})
+        return [request]
 
     def set_lease(self, slot: int, job_id: str, lease_until: float) -> bool:
         """0 when the create is recorded; a later time to retry an uncertain create then."""
@@ -272,16 +312,26 @@ class DynamoAdmission:
         )
 
 
-def free_slot(admission: Admission, kicker: Kicker, job: Job, *, duration: float | None = None) -> bool:
-    """Give the job's slot back (if it still holds one) and wake the dispatcher for the next job.
+def free_slot(admission: Admission, kicker: Kicker, job: Job, *, duration: float | None = None) -> Job:
+    """Give a finished job's slot back (if it still holds one), settle what it cost against the
+    month's spend, and wake the dispatcher for the next job. Returns the job as now stored.
 
-    The plan item and the job's `slot` change in one transaction; an ending reported twice (a
-    retried task, the execution-ended event) finds nothing to free and changes nothing.
+    The plan item, the job's `slot` and cost, and the spend change in one transaction; an ending
+    reported twice (a retried task, the execution-ended event) finds nothing to free and changes nothing.
     """
     if job.slot is None:
-        return False
-    update = Update(job.job_id, remove=("slot",), condition="slot = :slot", values={":slot": job.slot})
-    freed = admission.release(job.slot, job.job_id, job=update, duration=duration)
-    if freed:
-        kicker.kick(0, "slot freed")
-    return freed
+        return job
+    charge, cost = settle(job)
+    fields: dict[str, Any] = {}
+    if cost is not None:
+        fields = {"costUsd": cost} | (charge.job_fields(cost) if charge else {})
+    update = Update(
+        job.job_id, set=fields, remove=("slot",), condition="slot = :slot", values={":slot": job.slot}
+    )
+    if not admission.release(job.slot, job.job_id, job=update, duration=duration, charge=charge):
+        return job
+    kicker.kick(0, "slot freed")
+    report_cost(cost)
+    return job.model_copy(
+        update={"slot": None, "cost_usd": cost, "charged_usd": cost if charge else job.charged_usd}
+    )

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, Json, field_validator
 
 SECRET_CACHE_SECONDS = 300
 
@@ -53,8 +53,36 @@ class QueueSettings(StoreSettings):
     dispatch_queue_url: str = Field(validation_alias="DISPATCH_QUEUE_URL", min_length=1)
 
 
-class IntakeSettings(PlanningSettings, QueueSettings):
+class CostSettings(EnvSettings):
+    """The price table that estimates fall back on (see lipsync.cost)."""
+
+    price_table_usd_per_second: str = Field("", validation_alias="PRICE_TABLE_USD_PER_SECOND")
+
+    @field_validator("price_table_usd_per_second")
+    @classmethod
+    def _a_price_table(cls, value: str) -> str:
+        from lipsync.cost import PriceTable
+
+        PriceTable.from_json(value)  # a bad table fails at cold start, with the reason
+        return value
+
+
+class BudgetSettings(EnvSettings):
+    """`MonthlyBudgetUsd`: empty turns the budget guard off."""
+
+    monthly_budget_usd: float | None = Field(None, validation_alias="MONTHLY_BUDGET_USD", ge=0)
+
+    @field_validator("monthly_budget_usd", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class IntakeSettings(PlanningSettings, QueueSettings, CostSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
+    # Where estimates come from; without them, the price table alone.
+    sync_api_base_url: str | None = Field(None, validation_alias="SYNC_API_BASE_URL", pattern=r"^https?://")
+    sync_api_key_secret: str | None = Field(None, validation_alias="SYNC_API_KEY_SECRET", min_length=1)
     max_receive_count: int = Field(5, validation_alias="SUBMIT_MAX_RECEIVE_COUNT", ge=1)
     job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
 
@@ -67,7 +95,7 @@ class PlanLimits(BaseModel):
     transient_retries: int = Field(1, validation_alias="TRANSIENT_FAILURE_RETRIES", ge=0, le=5)
 
 
-class DispatchSettings(SyncApiSettings, QueueSettings):
+class DispatchSettings(SyncApiSettings, QueueSettings, BudgetSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
     webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
     webhook_base_url: str = Field(validation_alias="WEBHOOK_BASE_URL", pattern=r"^https?://")

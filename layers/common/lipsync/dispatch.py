@@ -33,8 +33,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from lipsync.admission import PlanState, SlotHolder
-from lipsync.documents import write_job_document
-from lipsync.job_store import QUEUE_PARTITION, Update
+from lipsync.budget import (
+    BudgetGuard,
+    estimate_usd,
+    month_of,
+    refund,
+    report_budget,
+    report_charge,
+    report_held,
+)
+from lipsync.documents import write_job_document, write_waiting_document
+from lipsync.job_store import HELD_PARTITION, QUEUE_PARTITION, Update
 from lipsync.jobs import (
     IN_FLIGHT,
     Job,
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
 MAX_STEPS = 25  # claims and re-drives per kick; the next kick continues
 ABANDONED_AFTER_SECONDS = 3600.0  # past MaxJobSeconds, a job in flight that nothing finished is stopped
 HEAD_BATCH = 5
+HELD_BATCH = 100  # held jobs looked at per sweep (a minute); the next sweep takes the next ones
 LEASE_SECONDS = 30.0  # longer than one create call (8 s timeout) with margin
 MAX_UNCERTAIN_CREATES = 8  # tries of one create whose outcome stays unknown
 AUTH_PAUSE_SECONDS = 300.0
@@ -98,6 +108,8 @@ class DispatchReport:
     adopted: int = 0
     rejected: int = 0
     released: int = 0  # by the sweep
+    held: int = 0  # jobs put in BUDGET_HOLD
+    unheld: int = 0  # held jobs released to the queue by the sweep
     unknown_statuses: list[str] = field(default_factory=list)
     paused: str | None = None
     stopped_because: str = ""
@@ -135,6 +147,7 @@ class Dispatcher:
     ) -> None:
         self._events = events
         self._settings = settings
+        self._guard = BudgetGuard(settings.monthly_budget_usd)
         self._limits = limits
         self._timings = timings
         self._store = store
@@ -179,7 +192,7 @@ class Dispatcher:
             if not head:
                 report.stopped_because = "queue empty"
                 return report
-            job = self._claim(plan, slot, head, now)
+            job = self._claim(plan, slot, head, now, report)
             if job is not None:
                 self._create(plan, job, slot, report)
         report.stopped_because = "time or step budget"
@@ -196,12 +209,21 @@ class Dispatcher:
             {"token": job_token(self._token_key, job_id)}
         )
 
-    def _claim(self, plan: PlanState, slot: int, head: list[str], now: float) -> Job | None:
-        """Claim the first job of `head` that is still queued; None when the plan changed meanwhile."""
+    def _claim(
+        self, plan: PlanState, slot: int, head: list[str], now: float, report: DispatchReport
+    ) -> Job | None:
+        """Claim the first job of `head` that is still queued and fits the budget (holding those
+        that do not); None when the plan or the month's spend changed meanwhile."""
+        month = month_of(now)
+        spent = self._admission.month_spend(month) if self._guard.monthly_usd is not None else 0.0
         for job_id in head:
             job = self._store.get(job_id)
             if job is None or job.status != JobStatus.QUEUED or not job.request_template:
                 continue  # the index lags behind the table
+            charge = self._guard.admit(job, month, spent)
+            if isinstance(charge, str):
+                report.held += self._hold(job, charge)
+                continue
             template = RequestTemplate.model_validate_json(job.request_template)
             # Presigned now, so the URLs live from dispatch, not from upload.
             body = template.render(
@@ -216,6 +238,7 @@ class Dispatcher:
                 "leaseId": uuid.uuid4().hex,
                 "leaseUntil": now + LEASE_SECONDS,
                 "slot": slot,
+                **charge.job_fields(charge.usd),
             }
             update = Update(
                 job_id,
@@ -226,8 +249,11 @@ class Dispatcher:
                 values={":queued": JobStatus.QUEUED},
             ).to_status(JobStatus.SUBMITTING, "dispatch", detail=f"slot {slot}")
             holder = SlotHolder(job_id=job_id, since=now, lease_until=now + LEASE_SECONDS)
-            if not self._admission.claim(plan, slot, holder, self._limits.creates_per_minute, update):
+            if not self._admission.claim(
+                plan, slot, holder, self._limits.creates_per_minute, update, charge=charge
+            ):
                 return None
+            report_charge(charge)
             return Job.model_validate(
                 job.model_dump(by_alias=True) | fields | {"status": JobStatus.SUBMITTING}
             )
@@ -382,23 +408,34 @@ class Dispatcher:
         update = Update(
             job.job_id,
             set={"queue": QUEUE_PARTITION, "lastError": error.message},
-            remove=("requestBody", "idempotencyKey", "leaseId", "leaseUntil", "slot"),
+            remove=(
+                "requestBody",
+                "idempotencyKey",
+                "leaseId",
+                "leaseUntil",
+                "slot",
+                "budgetMonth",
+                "chargedUsd",
+            ),
             condition="#status = :submitting AND leaseId = :lease",
             names={"#status": "status"},
             values={":submitting": JobStatus.SUBMITTING, ":lease": job.lease_id},
         ).to_status(JobStatus.QUEUED, "dispatch", detail=reason)
-        self._admission.release(slot, job.job_id, job=update, duration=None)
+        self._admission.release(slot, job.job_id, job=update, duration=None, charge=refund(job))
 
     def _end(self, job: Job, slot: int, status: JobStatus, error: JobError) -> None:
+        # A refused create costs nothing; a create whose outcome stayed unknown keeps its estimate.
+        charge = refund(job) if status == JobStatus.REJECTED else None
+        costs = {"costUsd": 0.0, "chargedUsd": 0.0} if charge else {}
         update = Update(
             job.job_id,
-            set={"error": error.stored(), "finishedAt": utc_now()},
+            set={"error": error.stored(), "finishedAt": utc_now(), **costs},
             remove=("requestBody", "leaseId", "leaseUntil", "slot"),
             condition="#status = :submitting AND leaseId = :lease",
             names={"#status": "status"},
             values={":submitting": JobStatus.SUBMITTING, ":lease": job.lease_id},
         ).to_status(status, "dispatch", detail=error.code)
-        if self._admission.release(slot, job.job_id, job=update, duration=None):
+        if self._admission.release(slot, job.job_id, job=update, duration=None, charge=charge):
             ended = self._store.get(job.job_id)
             if ended is not None:
                 write_job_document(self._storage, ended, self._events)
@@ -434,9 +471,55 @@ class Dispatcher:
                     error,
                 )
                 released += 1
+        unheld = self._release_held()
         report = self.run(seconds)
-        report.released = released
+        report.released, report.unheld = released, unheld
         return report
+
+    # ------------------------------------------------------------------ the budget guard
+    def _hold(self, job: Job, reason: str) -> int:
+        """QUEUED -> BUDGET_HOLD: out of the line, its place kept in the `held` partition."""
+        held = self._store.apply(
+            Update(
+                job.job_id,
+                set={"queue": HELD_PARTITION, "holdReason": reason},
+                condition="#status = :queued",
+                names={"#status": "status"},
+                values={":queued": JobStatus.QUEUED},
+            ).to_status(JobStatus.BUDGET_HOLD, "dispatch", detail="monthly budget")
+        )
+        if held is None:
+            return 0
+        write_waiting_document(self._storage, held)
+        report_held()
+        return 1
+
+    def _release_held(self) -> int:
+        """Back to the queue, in arrival order, every held job whose estimate now fits."""
+        now = self._clock()
+        month = month_of(now)
+        spent = self._admission.month_spend(month)
+        unheld = 0
+        for job_id in self._store.queue_head(HELD_BATCH, partition=HELD_PARTITION):
+            job = self._store.get(job_id)
+            if job is None or job.status != JobStatus.BUDGET_HOLD or not self._guard.fits(job, spent):
+                continue
+            released = self._store.apply(
+                Update(
+                    job.job_id,
+                    set={"queue": QUEUE_PARTITION},
+                    remove=("holdReason",),
+                    condition="#status = :held",
+                    names={"#status": "status"},
+                    values={":held": JobStatus.BUDGET_HOLD},
+                ).to_status(JobStatus.QUEUED, "dispatch", detail="the budget allows it")
+            )
+            if released is not None:
+                write_waiting_document(self._storage, released)
+                spent += estimate_usd(job)
+                unheld += 1
+        report_budget(self._guard, spent, self._store.count_queued(partition=HELD_PARTITION))
+        return unheld
 
 
 def _json_text(body: dict[str, Any]) -> str:

@@ -33,6 +33,11 @@ def job_document(job: Job) -> dict[str, Any]:
     }
 
 
+def write_waiting_document(storage: Storage, job: Job) -> None:
+    """The document of a job that waits (BUDGET_HOLD, and QUEUED again after it): no event, no metrics."""
+    storage.put_json(job.document_key, job_document(job))
+
+
 def write_job_document(storage: Storage, job: Job, events: JobEvents | None = None) -> None:
     """Write a finished job's document, publish its `Job Finished` event (with `events`) and
     report its metrics.

@@ -23,6 +23,7 @@ from lipsync.planning import (
 
 if TYPE_CHECKING:
     from lipsync.config import IntakeSettings
+    from lipsync.cost import CostEstimator
     from lipsync.job_events import JobEvents
     from lipsync.job_store import JobStore
     from lipsync.kicks import Kicker
@@ -40,8 +41,10 @@ class Intake:
         storage: Storage,
         kicker: Kicker,
         events: JobEvents | None = None,
+        estimator: CostEstimator | None = None,
     ) -> None:
         self._settings = settings
+        self._estimator = estimator
         self._events = events
         self.max_receive_count = settings.max_receive_count
         self._store = store
@@ -117,10 +120,34 @@ class Intake:
             stored = self._store.set_fields(stored.job_id, {"finalizedAt": utc_now()})
         return stored
 
+    def _estimate(self, plan: JobPlan) -> dict[str, Any] | None:
+        if self._estimator is None or plan.template is None or plan.model is None:
+            return None
+        return self._estimator.estimate_request(self._storage, plan.template, plan.model).stored()
+
+    def _link_retry(self, old_job_id: str, new_job_id: str) -> None:
+        """The old job names its re-runs. Idempotent; a lost race raises, and the S3 event's
+        redelivery links again (a retry of a job that is gone links one way only)."""
+        old = self._store.get(old_job_id)
+        if old is None or new_job_id in old.retried_by:
+            return
+        count = len(old.retried_by)
+        linked = self._store.apply(
+            Update(
+                old_job_id,
+                set={"retriedBy": [*old.retried_by, new_job_id]},
+                condition="size(retriedBy) = :count" if count else "attribute_not_exists(retriedBy)",
+                values={":count": count} if count else {},
+            )
+        )
+        if linked is None:
+            raise RuntimeError(f"job {old_job_id} changed while linking its retry {new_job_id}")
+
     def enqueue(self, plan: JobPlan) -> tuple[Outcome, Job]:
         if plan.template is None:
             raise ValueError("a job plan without a request cannot be queued")
         arrived = plan.arrived_at or utc_now()
+        existing = self._store.get(plan.job_id)  # a pair's second event: no second estimate
         job = self._new_job(
             plan,
             JobStatus.QUEUED,
@@ -130,8 +157,16 @@ class Intake:
             arrivedAt=arrived,
             queueKey=queue_key(arrived, plan.job_id),
             warnings=plan.warnings,
+            retryOf=plan.retry_of,
+            estimate=self._estimate(plan) if existing is None else None,
         )
-        created, stored = self._store.create(job, retention_days=self._settings.job_retention_days)
+        created, stored = (
+            (False, existing)
+            if existing
+            else self._store.create(job, retention_days=self._settings.job_retention_days)
+        )
+        if plan.retry_of:
+            self._link_retry(plan.retry_of, plan.job_id)
         if created:
             return "queued", stored
         if stored.status == JobStatus.QUEUED and stored.arrived_at and arrived > stored.arrived_at:

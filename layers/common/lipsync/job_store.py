@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 STATUS_INDEX = "status-updatedAt"
 QUEUE_INDEX = "queue-order"
 QUEUE_PARTITION = "queued"
+HELD_PARTITION = "held"  # BUDGET_HOLD jobs, in the same arrival order
 
 
 @dataclass
@@ -75,9 +76,9 @@ class JobStore(Protocol):
         self, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Job], str | None]: ...
 
-    def queue_head(self, limit: int) -> list[str]: ...
+    def queue_head(self, limit: int, *, partition: str = QUEUE_PARTITION) -> list[str]: ...
 
-    def count_queued(self, before: str | None = None) -> int: ...
+    def count_queued(self, before: str | None = None, *, partition: str = QUEUE_PARTITION) -> int: ...
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -210,25 +211,25 @@ class DynamoJobStore:
         }
 
     # ------------------------------------------------------------------ the queue
-    def queue_head(self, limit: int) -> list[str]:
-        """The ids of the first `limit` queued jobs, in arrival order (the index is eventually
+    def queue_head(self, limit: int, *, partition: str = QUEUE_PARTITION) -> list[str]:
+        """The ids of the first `limit` queued (or held) jobs, in arrival order (the index is eventually
         consistent: a caller re-checks each job's status before claiming it)."""
         answer = self._client.query(
             TableName=self.table,
             IndexName=QUEUE_INDEX,
             KeyConditionExpression="#queue = :queue",
             ExpressionAttributeNames={"#queue": "queue"},
-            ExpressionAttributeValues=self.codec.item({":queue": QUEUE_PARTITION}),
+            ExpressionAttributeValues=self.codec.item({":queue": partition}),
             ScanIndexForward=True,
             Limit=limit,
         )
         return [str(self.codec.plain(item)["jobId"]) for item in answer.get("Items", [])]
 
-    def count_queued(self, before: str | None = None) -> int:
+    def count_queued(self, before: str | None = None, *, partition: str = QUEUE_PARTITION) -> int:
         """How many jobs wait (ahead of queue key `before`, if given): a keys-only COUNT query."""
         condition = "#queue = :queue" + (" AND #key < :before" if before else "")
         names = {"#queue": "queue"} | ({"#key": "queueKey"} if before else {})
-        values = {":queue": QUEUE_PARTITION} | ({":before": before} if before else {})
+        values = {":queue": partition} | ({":before": before} if before else {})
         total, start = 0, None
         while True:
             paging: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}

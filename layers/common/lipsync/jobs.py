@@ -4,7 +4,8 @@ A job's id is derived from the identity of the objects that asked for it, so eve
 duplicate delivery of the same upload maps to the same job. Its status has two sources,
 kept apart so they can never be confused:
 
-- the pipeline's own statuses (`PIPELINE_STATUSES`): QUEUED, SUBMITTING, TIMED_OUT, STOPPED, INVALID;
+- the pipeline's own statuses (`PIPELINE_STATUSES`): QUEUED, BUDGET_HOLD, SUBMITTING, TIMED_OUT,
+  STOPPED, INVALID;
 - the API's answers, mapped by `status_from_api` (the verbatim value is kept in `apiStatus`).
   An API status we do not know becomes UNKNOWN: final, counted, never mistaken for ours.
 """
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 class JobStatus(StrEnum):
     QUEUED = "QUEUED"  # waiting in the job queue for a plan slot (pipeline)
+    BUDGET_HOLD = "BUDGET_HOLD"  # waiting for the monthly budget to allow its estimate (pipeline)
     SUBMITTING = "SUBMITTING"  # holds a slot; POST /v2/generate under way or to be retried (pipeline)
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
@@ -40,7 +42,7 @@ class JobStatus(StrEnum):
 
 
 PIPELINE_STATUSES = frozenset(
-    {JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.TIMED_OUT, JobStatus.INVALID}
+    {JobStatus.QUEUED, JobStatus.BUDGET_HOLD, JobStatus.SUBMITTING, JobStatus.TIMED_OUT, JobStatus.INVALID}
 )
 _FROM_API = {
     "PENDING": JobStatus.PENDING,
@@ -65,6 +67,7 @@ def is_known_api_status(api_status: str) -> bool:
 
 RANK: dict[str, int] = {
     JobStatus.QUEUED: 0,
+    JobStatus.BUDGET_HOLD: 0,
     JobStatus.SUBMITTING: 5,
     JobStatus.PENDING: 10,
     JobStatus.PROCESSING: 20,
@@ -189,6 +192,13 @@ class Job(BaseModel):
     key_counter: int = Field(default=0, alias="keyCounter")  # Idempotency-Keys derived so far
     last_error: str | None = Field(default=None, alias="lastError")
     warnings: list[str] = Field(default_factory=list)
+    estimate: dict[str, Any] | None = None  # lipsync.cost.CostEstimate, made at intake
+    cost_usd: float | None = Field(default=None, alias="costUsd")  # from the output's duration
+    budget_month: str | None = Field(default=None, alias="budgetMonth")  # whose spend counts this job
+    charged_usd: float | None = Field(default=None, alias="chargedUsd")  # what that spend counts now
+    hold_reason: str | None = Field(default=None, alias="holdReason")  # why it waits in BUDGET_HOLD
+    retry_of: str | None = Field(default=None, alias="retryOf")  # the job this one re-runs
+    retried_by: list[str] = Field(default_factory=list, alias="retriedBy")
     webhook_status: str | None = Field(default=None, alias="webhookStatus")  # a signal, not the truth
     webhook_generation_id: str | None = Field(default=None, alias="webhookGenerationId")
     last_webhook_at: str | None = Field(default=None, alias="lastWebhookAt")

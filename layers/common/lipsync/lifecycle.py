@@ -21,6 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync.admission import free_slot
+from lipsync.budget import refund
 from lipsync.documents import write_job_document
 from lipsync.job_store import QUEUE_PARTITION, Update
 from lipsync.jobs import (
@@ -254,7 +255,7 @@ def finalize(
         job = _confirm(store, sync, job, slots.transient_retries)
     if not is_final(job.status):
         return _resubmit(store, slots, job)
-    free_slot(slots.admission, slots.kicker, job, duration=_seconds(job.submitted_at, job.confirmed_at))
+    job = free_slot(slots.admission, slots.kicker, job, duration=_seconds(job.submitted_at, job.confirmed_at))
     if job.status == JobStatus.COMPLETED and not job.output_checksum:
         try:
             with http or download_client() as client:
@@ -285,7 +286,8 @@ def _confirm(store: JobStore, sync: SyncClient, job: Job, retries: int) -> Job:
 
 def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
     """A confirmed transient failure: back to the front of the line for one more generation (a new
-    key and freshly presigned inputs at dispatch), the slot freed in the same transaction."""
+    key and freshly presigned inputs at dispatch), the slot freed and the failed generation's
+    estimate refunded (nothing was produced) in the same transaction."""
     update = Update(
         job.job_id,
         set={"queue": QUEUE_PARTITION, "resubmissions": job.resubmissions + 1},
@@ -299,6 +301,8 @@ def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
             "webhookStatus",
             "webhookGenerationId",
             "slot",
+            "budgetMonth",
+            "chargedUsd",
         ),
         condition="generationId = :generation AND statusRank < :final",
         values={":generation": job.generation_id, ":final": 90},
@@ -307,7 +311,11 @@ def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
     )
     if job.slot is not None:
         slots.admission.release(
-            job.slot, job.job_id, job=update, duration=_seconds(job.submitted_at, job.confirmed_at)
+            job.slot,
+            job.job_id,
+            job=update,
+            duration=_seconds(job.submitted_at, job.confirmed_at),
+            charge=refund(job),
         )
     else:
         store.apply(update)
@@ -377,7 +385,7 @@ def stop(
     elif job.status == JobStatus.COMPLETED and not job.output_checksum and job.error is None:
         note = JobError(code="output_copy_failed", message=f"the output was not copied: {error.message}")
         job = store.set_fields(job.job_id, {"error": note.stored()})
-    free_slot(slots.admission, slots.kicker, job)
+    job = free_slot(slots.admission, slots.kicker, job)
     return _write_out(store, storage, job, events)
 
 

@@ -311,6 +311,19 @@ class Generation(ApiModel):
         return is_terminal(self.status)
 
 
+class CostEstimateAnswer(ApiModel):
+    """`POST /v2/generations/estimate`'s answer (the legacy `/v2/analyze/cost` wraps it in a list)."""
+
+    estimated_frame_count: int | None = Field(default=None, alias="estimatedFrameCount")
+    estimated_generation_cost: float = Field(alias="estimatedGenerationCost", ge=0)
+    estimated_credits: float | None = Field(default=None, alias="estimatedCredits")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_of_a_list(cls, value: Any) -> Any:
+        return value[0] if isinstance(value, list) and value else value
+
+
 class ApiErrorBody(ApiModel):
     """sync.so's error body (NestJS style); every field is optional because shapes vary."""
 

@@ -64,3 +64,8 @@ def seconds(metric: str, value: float) -> None:
 def gauge(metric: str, value: float) -> None:
     """A level (a queue's depth), not an event count: dashboards and alarms read its Maximum."""
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)
+
+
+def usd(metric: str, value: float) -> None:
+    """An amount of money, in US dollars (CloudWatch has no currency unit)."""
+    metrics.add_metric(name=metric, unit=MetricUnit.NoUnit, value=round(value, 4))

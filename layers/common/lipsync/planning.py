@@ -9,9 +9,11 @@ wait in the queue for as long as it takes without its URLs going stale.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,6 +64,7 @@ class JobPlan:
     output_key: str = ""
     arrived_at: str | None = None
     warnings: list[str] = field(default_factory=list)
+    retry_of: str | None = None  # a manifest's `retryOf`: the job it re-runs
 
     @property
     def document_key(self) -> str:
@@ -169,6 +172,7 @@ def _plan_manifest(created: ObjectCreated, storage: Storage, settings: PlanningS
             raise InvalidInputError(f"{created.key}: a manifest must be a .json file")
         manifest = _read_manifest(created, storage)
         name = _manifest_name(manifest.pop("name", None), default=plan.name)
+        retry_of = _retry_of(manifest.pop("retryOf", None))
         plan = JobPlan(plan.job_id, name, "manifest", [ref])
         request, presign = _manifest_request(manifest, storage, settings)
     except InvalidInputError as error:
@@ -184,7 +188,18 @@ def _plan_manifest(created: ObjectCreated, storage: Storage, settings: PlanningS
         output_key=f"{OUTPUTS_PREFIX}{output_name}.mp4",
         arrived_at=created.event_time,
         warnings=request.warnings(),
+        retry_of=retry_of,
     )
+
+
+def _retry_of(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise InvalidInputError(
+            "must be the id of the job this one re-runs (32 hex characters)", field="retryOf"
+        )
+    return value
 
 
 def _read_manifest(created: ObjectCreated, storage: Storage) -> dict[str, Any]:
@@ -251,11 +266,14 @@ def _manifest_request(
 
 def _bucket_ref(url: str, field_name: str, storage: Storage) -> ObjectRef | None:
     """https URLs pass through (None); keys in this bucket and s3://<this bucket>/key are pinned to
-    their current version, to be presigned at dispatch."""
+    their current version (or to s3://...?versionId=<id>), to be presigned at dispatch."""
     if url.startswith("https://"):
         return None
+    version_id = None
     if url.startswith("s3://"):
-        bucket, _, key = url.removeprefix("s3://").partition("/")
+        location = urlsplit(url)
+        bucket, key = location.netloc, unquote(location.path)
+        version_id = parse_qs(location.query).get("versionId", [None])[0]
         if bucket != storage.bucket:
             raise InvalidInputError(
                 f"names bucket {bucket!r}; only objects in {storage.bucket!r} can be used", field=field_name
@@ -268,7 +286,8 @@ def _bucket_ref(url: str, field_name: str, storage: Storage) -> ObjectRef | None
     else:
         key = url
     key = key.lstrip("/")
-    info = storage.head(key) if key else None
+    info = storage.head(key, version_id) if key else None
     if info is None:
-        raise InvalidInputError(f"s3://{storage.bucket}/{key} does not exist", field=field_name)
+        version = f" (version {version_id})" if version_id else ""
+        raise InvalidInputError(f"s3://{storage.bucket}/{key}{version} does not exist", field=field_name)
     return ObjectRef(key=key, version_id=info.version_id, etag=info.etag)

@@ -35,6 +35,10 @@ class Storage(Protocol):
         self, key: str, version_id: str | None = None, *, max_bytes: int = MAX_MANIFEST_BYTES
     ) -> bytes: ...
 
+    def read_range(self, key: str, version_id: str | None, start: int, end: int) -> bytes:
+        """Bytes `start` to `end` (inclusive) of one object version."""
+        ...
+
     def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str: ...
 
     def put_json(self, key: str, document: dict[str, Any]) -> None: ...
@@ -127,6 +131,11 @@ class S3Storage:
         answer = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
         if answer.get("ContentLength", 0) > max_bytes:
             raise TooLargeError(f"{key} is {answer['ContentLength']} bytes; the limit is {max_bytes}")
+        return answer["Body"].read()
+
+    def read_range(self, key: str, version_id: str | None, start: int, end: int) -> bytes:
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        answer = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **extra)
         return answer["Body"].read()
 
     def presign_get(self, key: str, version_id: str | None, expires_seconds: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
-from lipsync.models import ApiErrorBody, GenerateRequest, Generation
+from lipsync.models import ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
 
 RetryReason = Literal[
     "rate_limit",
@@ -33,6 +33,7 @@ KeyProvider = Callable[[bool], str]  # fresh=True skips any cache (after a 401)
 # Well below the shortest Lambda timeout that calls sync.so (10 s).
 DEFAULT_TIMEOUT = httpx.Timeout(8.0, connect=3.0)
 WAIT_MARGIN_SECONDS = 3.0
+ESTIMATE_PATHS = ("/v2/generations/estimate", "/v2/generate/estimate-cost")
 # 409s that say for certain nothing was (or will be) created; any other 409 may hide a create.
 PERMANENT_CONFLICTS = frozenset(
     {"generation_not_deletable_while_processing", "generation_not_completed", "idempotency_key_reused"},
@@ -206,6 +207,18 @@ class SyncClient:
         """A fresh signed URL for a completed generation's output (the body is plain text)."""
         response = self._send("GET", f"/v2/generations/{generation_id}/download", accept="text/plain")
         return response.text.strip().strip('"')
+
+    def estimate_cost(self, model: str, duration_seconds: float) -> CostEstimateAnswer:
+        """sync.so's estimate for `duration_seconds` of output (at the endpoint's default fps); the
+        documented alias answers where the main path does not exist (404)."""
+        body = {"model": model, "duration": round(max(duration_seconds, 0.001), 3)}
+        try:
+            response = self._send("POST", ESTIMATE_PATHS[0], json=body)
+        except SyncPermanentError as error:
+            if error.status_code != 404:
+                raise
+            response = self._send("POST", ESTIMATE_PATHS[1], json=body)
+        return CostEstimateAnswer.model_validate(response.json())
 
     def list_generations(
         self,
