@@ -7,6 +7,8 @@ import pytest
 from moto import mock_aws
 from pytest_socket import disable_socket, enable_socket
 
+from tests.unit.test_dispatch import world  # noqa: F401 - the moto-backed dispatch world, for every unit test
+
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

@@ -79,6 +79,8 @@ def test_an_event_reaches_a_rule_on_the_bus(bus: str, monkeypatch: pytest.Monkey
         "error": {"code": "generation_face_not_detected", "message": "no face"},
         "history": [{"status": "FAILED"}],
         "timings": {"generationSeconds": 12.5},
+        "estimate": {"usd": 0.24, "model": "lipsync-2", "seconds": 4, "basis": "audio"},
+        "costUsd": 0.0,
     }
     EventBridgeJobEvents.from_env().job_finished(document)
     (event,) = received(sqs, url)
@@ -89,6 +91,8 @@ def test_an_event_reaches_a_rule_on_the_bus(bus: str, monkeypatch: pytest.Monkey
         "status": "FAILED",
         "documentKey": "outputs/campaign/a.json",
         "error": {"code": "generation_face_not_detected", "message": "no face"},
+        "costUsd": 0.0,
+        "estimatedCostUsd": 0.24,
         "timings": {"generationSeconds": 12.5},
     }
 

@@ -295,6 +295,36 @@ def test_keys_and_this_buckets_s3_uris_become_pinned_presigned_urls(reference: s
     assert audio_url == AUDIO["url"]
 
 
+def test_an_s3_uri_may_pin_an_older_version() -> None:
+    storage = FakeStorage(BUCKET)
+    old = storage.put("inputs/face.mp4")
+    storage.put("inputs/face.mp4", b"newer")
+    reference = f"s3://{BUCKET}/inputs/face.mp4?versionId={old.version_id}"
+    result = planned(storage, manifest(storage, request_body({"type": "video", "url": reference}, AUDIO)))
+    video_url, _ = urls(result, storage)
+    assert query(video_url or "")["versionId"] == [old.version_id]
+
+
+def test_a_missing_version_is_invalid_naming_it() -> None:
+    storage = FakeStorage(BUCKET)
+    storage.put("inputs/face.mp4")
+    reference = f"s3://{BUCKET}/inputs/face.mp4?versionId=gone"
+    error = invalid(storage, manifest(storage, request_body({"type": "video", "url": reference}, AUDIO)))
+    assert (error.field, error.message) == (
+        "input.0.url",
+        f"s3://{BUCKET}/inputs/face.mp4 (version gone) does not exist",
+    )
+
+
+def test_retry_of_names_the_job_a_manifest_re_runs() -> None:
+    storage = FakeStorage(BUCKET)
+    result = planned(storage, manifest(storage, request_body(VIDEO, AUDIO) | {"retryOf": "ab" * 16}))
+    assert result.retry_of == "ab" * 16
+    assert "retryOf" not in api_body(result)  # the pipeline's field, never sent to sync.so
+    error = invalid(storage, manifest(storage, request_body(VIDEO, AUDIO) | {"retryOf": "job-1"}))
+    assert error.field == "retryOf"
+
+
 def test_another_buckets_s3_uri_is_invalid_naming_the_field_and_bucket() -> None:
     storage = FakeStorage(BUCKET)
     storage.put("inputs/face.mp4")

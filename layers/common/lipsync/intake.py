@@ -136,8 +136,9 @@ class Intake:
             Update(
                 old_job_id,
                 set={"retriedBy": [*old.retried_by, new_job_id]},
-                condition="size(retriedBy) = :count" if count else "attribute_not_exists(retriedBy)",
-                values={":count": count} if count else {},
+                condition="size(retriedBy) = :count"
+                + ("" if count else " OR attribute_not_exists(retriedBy)"),
+                values={":count": count},
             )
         )
         if linked is None:

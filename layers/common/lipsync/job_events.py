@@ -27,6 +27,9 @@ SUMMARY_FIELDS = (
     "documentKey",
     "error",
     "outputDuration",
+    "costUsd",
+    "estimatedCostUsd",
+    "retryOf",
     "createdAt",
     "arrivedAt",
     "submittedAt",
@@ -46,6 +49,8 @@ class JobEvents(Protocol):
 
 def job_summary(document: dict[str, Any]) -> dict[str, Any]:
     """The fields of the document an event carries; `outputKey` only once the output is there."""
+    estimate = document.get("estimate") or {}
+    document = document | {"estimatedCostUsd": estimate.get("usd")}
     summary = {name: document[name] for name in SUMMARY_FIELDS if document.get(name) is not None}
     if not document.get("outputChecksum"):
         summary.pop("outputKey", None)
