@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -193,14 +194,7 @@ class OneMachineStack:
         template = load_template(self.template_path)
         overrides = {**self._stack_supplied_parameters(template), **self.parameter_overrides}
         self.parameters = resolve_parameters(template, overrides)
-        pseudo = {
-            "AWS::StackName": self.stack_name,
-            "AWS::StackId": self.stack_id,
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-        }
+        pseudo = self._pseudo_parameters()
         # What CloudFormation provisions: the SAM transform's output, given the stack's parameters.
         cloudformation, artifacts = translate(template, {**self.parameters, **pseudo})
         resources = set(cloudformation.get("Resources") or {})
@@ -215,6 +209,45 @@ class OneMachineStack:
             self.client,
             check_handlers=self.check_handlers,
         ).run()
+
+    def _pseudo_parameters(self) -> dict[str, str]:
+        return {
+            "AWS::StackName": self.stack_name,
+            "AWS::StackId": self.stack_id,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+
+    def update_parameters(self, overrides: dict[str, str]) -> list[str]:
+        """What `sam deploy --parameter-overrides` does to the functions: every environment variable
+        that a parameter sets takes the new value, in moto's function configuration and in fresh
+        execution environments (running invocations finish with the old one). Returns the functions
+        changed. Other resources keep their configuration: recreate the stack for those."""
+        template = load_template(self.template_path)
+        self.parameter_overrides |= overrides
+        supplied = self._stack_supplied_parameters(template)
+        self.parameters = resolve_parameters(template, {**supplied, **self.parameter_overrides})
+        cloudformation, _ = translate(template, {**self.parameters, **self._pseudo_parameters()})
+        changed = []
+        for name, worker in self.workers.items():
+            props = cloudformation["Resources"][name].get("Properties") or {}
+            variables = (props.get("Environment") or {}).get("Variables") or {}
+            environment = dict(worker.spec.environment)
+            for variable, value in variables.items():
+                if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in self.parameters:
+                    environment[variable] = str(self.parameters[value["Ref"]])
+            if environment != worker.spec.environment:
+                self.client("lambda").update_function_configuration(
+                    FunctionName=worker.spec.name, Environment={"Variables": environment}
+                )
+                worker.refresh(dataclasses.replace(worker.spec, environment=environment))
+                changed.append(name)
+        self.state = self._build_state()
+        if self.state_file:
+            _write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
+        return changed
 
     def _stack_supplied_parameters(self, template: dict[str, Any]) -> dict[str, str]:
         """Values the stack knows better than the template defaults (only for declared parameters)."""

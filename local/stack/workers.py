@@ -193,6 +193,15 @@ class FunctionWorker:
             "TZ": ":UTC",
         }
 
+    def refresh(self, spec: FunctionSpec) -> None:
+        """A new configuration: idle execution environments go, busy ones are not reused."""
+        with self._pool:
+            self.spec = spec
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for sandbox in idle:
+            sandbox.kill()
+
     def log(self, line: str) -> None:
         with self.log_path.open("a") as log:
             log.write(line + "\n")
