@@ -159,6 +159,7 @@ def _save(stack: OneMachineStack, job: dict[str, Any], out: Path) -> bool:
     finisher = job.get("finishedBy", "n/a")
     say(f"Job {job['name']} ({job['jobId']}) ended {job['status']} (finished by {finisher}).")
     say(f"  job document: s3://{bucket}/{document_key} -> {document_path}")
+    say(f"  {_cost_line(job)}")
     if job["status"] != "COMPLETED" or "outputChecksum" not in job:
         say(json.dumps(job.get("error", {}), indent=2))
         return False
@@ -169,6 +170,20 @@ def _save(stack: OneMachineStack, job: dict[str, Any], out: Path) -> bool:
         f"({video_path.stat().st_size} bytes, {job['outputChecksum']})"
     )
     return True
+
+
+def _cost_line(job: dict[str, Any]) -> str:
+    """The job's estimate (made at intake) and what it cost (from the output's duration)."""
+    estimate = job.get("estimate") or {}
+    if not estimate:
+        return "cost: no estimate"
+    source = "sync.so's estimate endpoint" if estimate.get("source") == "api" else "the price table"
+    line = (
+        f"cost: estimated ${float(estimate['usd']):.4f} for {float(estimate['seconds']):g} s of output "
+        f"(from the {estimate['basis']}, by {source})"
+    )
+    cost = job.get("costUsd")
+    return line + (f"; cost ${float(cost):.4f}" if cost is not None else "; cost not known")
 
 
 if __name__ == "__main__":

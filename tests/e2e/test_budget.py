@@ -71,6 +71,9 @@ def test_a_job_over_budget_waits_and_raising_the_budget_releases_held_jobs_in_or
     time.sleep(3)  # a sweep or two: held jobs stay held, none is failed or sent
     assert [status(pipeline, name) for name in held] == ["BUDGET_HOLD"] * 3
     assert len(pipeline.generation_posts()) == 1
+    queue = pipeline.signed_get("/queue").json()
+    assert (queue["heldForBudget"], queue["queued"]) == (3, 0)
+    assert queue["monthSpendUsd"] == pytest.approx(cost, abs=1e-4)
     eventually(
         lambda: (
             metric_lines(pipeline.stack, "DispatchFunction", "HeldJobs")

@@ -36,6 +36,11 @@ def test_the_demo_runs_the_pipeline_end_to_end(tmp_path: Path, scenario: str, fi
     assert "job is PENDING" in result.stdout
     assert "job is QUEUED" in result.stdout
     assert "workflow: -> Finalize" in result.stdout
+    # 1 s of audio, lipsync-2 at the endpoint's 30 fps: 30 frames at $0.05 / 25.
+    assert "cost: estimated $0.0600 for 1 s of output (from the audio, by sync.so's estimate endpoint)" in (
+        result.stdout
+    )
+    assert "; cost $0.06" in result.stdout
     if scenario == "lost-webhook":
         assert "no webhook in time: falling back to polling" in result.stdout
     assert (tmp_path / "demo clip.mp4").read_bytes()[4:8] == b"ftyp"

@@ -234,3 +234,15 @@ def test_a_new_month_starts_from_nothing(world: World) -> None:
     dispatcher(world, "0.3").sweep()
     assert world.job("b").status == "PENDING"
     assert world.job("b").budget_month == month_of(world.now[0]) != MONTH
+
+
+def test_the_cost_is_settled_once_even_when_the_sweep_freed_the_slot_first(world: World) -> None:
+    drop(world, "done", 1)
+    dispatcher(world, "").run()
+    job = finished(world, "done", status="COMPLETED", outputDuration=2.0)
+    assert world.admission.release(job.slot or 0, job.job_id, duration=None)  # the sweep, in between
+    settled = free_slot(world.admission, world.kicker, job)
+    assert (settled.cost_usd, world.job("done").cost_usd, world.job("done").slot) == (0.12, 0.12, None)
+    assert spent(world) == 0.12
+    free_slot(world.admission, world.kicker, job)  # reported again
+    assert spent(world) == 0.12

@@ -125,6 +125,8 @@ class Admission(Protocol):
 
     def month_spend(self, month: str) -> float: ...
 
+    def settle(self, job: Update, charge: Charge | None) -> bool: ...
+
     def set_lease(self, slot: int, job_id: str, lease_until: float) -> bool: ...
 
     def pause(self, until: float, reason: str, streak: int) -> None: ...
@@ -237,6 +239,10 @@ class DynamoAdmission:
             return False  # released before (an ending is reported twice): nothing to do
         return True
 
+    def settle(self, job: Update, charge: Charge | None) -> bool:
+        """The job's update and its charge, without a slot (the sweep freed it first)."""
+        return self._transact(self._store.update_request(job), *self._spend(charge))
+
     def month_spend(self, month: str) -> float:
         answer = self._client.get_item(
             TableName=self._table, Key=self._codec.item({"id": SPEND_PREFIX + month}), ConsistentRead=True
@@ -328,9 +334,11 @@ def free_slot(admission: Admission, kicker: Kicker, job: Job, *, duration: float
     update = Update(
         job.job_id, set=fields, remove=("slot",), condition="slot = :slot", values={":slot": job.slot}
     )
-    if not admission.release(job.slot, job.job_id, job=update, duration=duration, charge=charge):
-        return job
-    kicker.kick(0, "slot freed")
+    if admission.release(job.slot, job.job_id, job=update, duration=duration, charge=charge):
+        kicker.kick(0, "slot freed")
+    elif not admission.settle(update, charge):
+        return job  # settled before: an ending reported twice
+    # else the sweep freed the plan's slot first (the job was final): its cost is settled all the same
     report_cost(cost)
     return job.model_copy(
         update={"slot": None, "cost_usd": cost, "charged_usd": cost if charge else job.charged_usd}

@@ -6,6 +6,8 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from lipsync.budget import month_of
+from lipsync.job_store import HELD_PARTITION
 from lipsync.jobs import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now
         "paused": {"reason": plan.pause_reason, "untilEpochSeconds": plan.paused_until}
         if plan.paused_until > now
         else None,
+        "heldForBudget": store.count_queued(partition=HELD_PARTITION),
+        "monthSpendUsd": round(admission.month_spend(month_of(now)), 4),
     }
 
 
