@@ -191,7 +191,8 @@ class Pipeline:
         ]
 
     def generation_posts(self) -> list[dict[str, Any]]:
-        return self.api_calls("POST", "/v2/generate")
+        """The creates (`POST /v2/generate` exactly: estimates are POSTs to /v2/generations/estimate)."""
+        return [request for request in self.api_calls("POST") if request["path"] == "/v2/generate"]
 
     # ------------------------------------------------------------------ HTTP front door
     def signed_get(self, path: str) -> httpx.Response:

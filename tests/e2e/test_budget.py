@@ -96,3 +96,5 @@ def test_a_job_over_budget_waits_and_raising_the_budget_releases_held_jobs_in_or
     pipeline.stack.update_parameters({"MonthlyBudgetUsd": ""})  # the guard off: the rest go
     assert pipeline.wait_job(held[2])["status"] == "COMPLETED"
     assert len(pipeline.generation_posts()) == 4
+    estimates = pipeline.api_calls("POST", "/v2/generations/estimate")
+    assert 4 <= len(estimates) <= 8  # one per job, or two when both of a pair's events race to it
