@@ -1048,7 +1048,10 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert env["DispatchFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
         assert env["DispatchFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]
         assert env["DispatchFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
-        assert "SYNC_API_KEY_SECRET" not in env["SubmitFunction"]  # intake never calls sync.so
+        # Intake asks sync.so for estimates only (it never creates a generation).
+        assert env["SubmitFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
+        assert env["SubmitFunction"]["PRICE_TABLE_USD_PER_SECOND"].startswith('{"lipsync-2"')
+        assert env["DispatchFunction"]["MONTHLY_BUDGET_USD"] == ""
         for name in real.workers:
             configured = real.client("lambda").get_function(FunctionName=real.workers[name].spec.name)
             assert configured["Configuration"]["Environment"]["Variables"] == env[name]
@@ -1059,6 +1062,7 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         assert real.workers["FinalizeFunction"].spec.arn in definition
         alarms = real.client("cloudwatch").describe_alarms(AlarmNamePrefix="real-template-")["MetricAlarms"]
         assert sorted(a["AlarmName"].removeprefix("real-template-") for a in alarms) == [
+            "BudgetHoldAlarm",
             "DispatchPausedAlarm",
             "FailedJobRateAlarm",
             "OldestQueuedJobAlarm",
