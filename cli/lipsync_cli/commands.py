@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lipsync.jobs import IN_FLIGHT, JobStatus, is_final
-from lipsync_cli import render, submission
+from lipsync.cost import Basis, CostEstimate
+from lipsync.jobs import IN_FLIGHT, Job, JobStatus, is_final
+from lipsync_cli import costs, render, retries, submission
 from lipsync_cli.api import StatusApi
 from lipsync_cli.errors import AwsError, CliError, Exit, NotFoundError
 from lipsync_cli.targets import Target, resolve
 
-WAITING_STATUSES = [JobStatus.QUEUED, *sorted(IN_FLIGHT)]
+WAITING_STATUSES = [JobStatus.QUEUED, JobStatus.BUDGET_HOLD, *sorted(IN_FLIGHT)]
 RECORD_WAIT_SECONDS = 30.0  # submit: how long to wait for the uploads to become a job record
+PAGE_SIZE = 100  # the list route's largest page
 
 
 def target_of(args: argparse.Namespace) -> Target:
@@ -32,13 +35,30 @@ def _wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 
 
-def _submit(args: argparse.Namespace, built: submission.Submission) -> int:
-    target = target_of(args)
+def _submit(
+    args: argparse.Namespace,
+    built: submission.Submission,
+    *,
+    target: Target | None = None,
+    retry_of: Job | None = None,
+) -> int:
+    """Validate (reading the bucket only), estimate, then upload unless --dry-run, and wait for the
+    job's record. A dry run uploads nothing and calls nothing that spends."""
+    target = target or target_of(args)
+    prices, table = costs.price_table(target)
     s3 = target.s3()
     submission.validate(built, target, s3)
+    built.estimate = costs.estimate_submission(built, prices, known=_measured(retry_of))
+    built.price_table = table
     if not args.dry_run:
         submission.upload(built, target, s3)
     summary = built.summary(target.bucket, dry_run=args.dry_run)
+    if retry_of is not None:
+        summary |= {"retryOf": retry_of.job_id, "retryOfStatus": retry_of.status}
+        if retry_of.retried_by:
+            summary["warnings"].append(
+                f"job {retry_of.job_id} was already retried by {', '.join(retry_of.retried_by)}"
+            )
     if built.job_id and not args.no_wait:
         job = _recorded(StatusApi(target), built.job_id)
         summary["status"] = job.get("status") if job else None
@@ -47,12 +67,24 @@ def _submit(args: argparse.Namespace, built: submission.Submission) -> int:
     if _wants_json(args):
         render.print_json(summary)
     else:
-        render.console().print(render.submission_text(summary))
+        out = render.console()
+        out.print(render.submission_text(summary))
+        if retry_of is not None and args.dry_run:
+            out.print("manifest:")
+            out.print_json(data=summary["manifest"])
         if built.job_id:
-            render.console().print(f"watch it with: lipsync watch {built.job_id}")
+            out.print(f"watch it with: lipsync watch {built.job_id}")
     if summary.get("status") == JobStatus.INVALID:
         return Exit.USAGE
     return Exit.OK
+
+
+def _measured(job: Job | None) -> tuple[float, Basis] | None:
+    """The output length a retried job's estimate measured from the same inputs, if it has one."""
+    if job is None or not job.estimate:
+        return None
+    estimate = CostEstimate.model_validate(job.estimate)
+    return estimate.seconds, estimate.basis
 
 
 def _recorded(api: StatusApi, job_id: str) -> dict[str, Any] | None:
@@ -76,12 +108,44 @@ def submit(args: argparse.Namespace) -> int:
         options=submission.parse_options(args.option or []),
         text=args.text,
         voice=args.voice,
+        segments=[submission.parse_segment(text) for text in args.segment or []],
     )
     return _submit(args, built)
 
 
 def submit_manifest(args: argparse.Namespace) -> int:
     return _submit(args, submission.manifest_submission(args.file, name=args.name))
+
+
+def retry(args: argparse.Namespace) -> int:
+    target = target_of(args)
+    old = retries.job_record(StatusApi(target).job(args.job))
+    retries.check_retryable(old)
+    manifest = retries.retry_manifest(old, target.s3())
+    key = retries.retry_key(old.name, datetime.now(UTC))
+    return _submit(args, submission.keyed_manifest_submission(key, manifest), target=target, retry_of=old)
+
+
+def _all_jobs(api: StatusApi) -> list[Job]:
+    """Every job record, page by page."""
+    found: list[Job] = []
+    cursor = None
+    while True:
+        answer = api.jobs(limit=PAGE_SIZE, cursor=cursor)
+        found.extend(retries.job_record(job) for job in answer.get("jobs", []))
+        cursor = answer.get("nextCursor")
+        if not cursor:
+            return found
+
+
+def cost(args: argparse.Namespace) -> int:
+    since, until = costs.day_range(args.since, args.until, today=datetime.now(UTC).date())
+    report = costs.spend_report(_all_jobs(StatusApi(target_of(args))), since, until)
+    if _wants_json(args):
+        render.print_json(report.stored())
+    else:
+        render.console().print(render.spend_text(report))
+    return Exit.OK
 
 
 def status(args: argparse.Namespace) -> int:

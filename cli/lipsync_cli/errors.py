@@ -12,6 +12,8 @@ class Exit(IntEnum):
     NOT_FOUND = 3  # no such job, stack or state file
     AWS = 4  # AWS, credentials, signature or network error
     WATCH_TIMEOUT = 5  # watch --timeout elapsed before a final status
+    NOT_RETRYABLE = 6  # retry: the job COMPLETED, or is INVALID (fix its input and submit again)
+    NOT_FINISHED = 7  # retry: the job is still waiting or in flight (watch it first)
     INTERRUPTED = 130
 
 
@@ -22,6 +24,8 @@ EXIT_CODES_HELP = """exit codes:
   3  not found: the job, the stack or the state file
   4  AWS, credentials, signature or network error
   5  watch --timeout elapsed before every job was final
+  6  retry: the job cannot be re-run (it COMPLETED, or it is INVALID: fix the input instead)
+  7  retry: the job has not finished yet (waiting, held or in flight); nothing uploaded
   130 interrupted (Ctrl-C)"""
 
 

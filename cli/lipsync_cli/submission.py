@@ -7,14 +7,19 @@ submission that would become an INVALID job is refused here, before anything is 
 - A pair without options goes to inputs/<name>.<ext> (video first; the audio completes the job).
 - With --model, --option or --text, the media go to media/<name>/ (a prefix that starts nothing)
   and a manifest naming them goes to jobs/<name>.json, last.
+- With --segment START:END:AUDIO, each segment's audio goes to media/<name>/s<n>.<ext> as an audio
+  input with refId s<n>, and the manifest's `segments` name those refIds.
 - A manifest file's input URLs that are local files (relative to the manifest) are uploaded to
   media/<name>/ and the manifest is rewritten to name those keys.
+- `retry` uploads one manifest, jobs/<name>.retry-<UTC time>.json, built by lipsync_cli.retries.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lipsync.config import PlanningSettings
+from lipsync.cost import CostEstimate
 from lipsync.jobs import ObjectRef, job_id_for
 from lipsync.planning import (
     AUDIO_EXTENSIONS,
@@ -71,6 +77,13 @@ class Submission:
     manifest: dict[str, Any] | None = None
     job_id: str | None = None  # known once uploaded (it derives from the uploaded versions)
     uploaded: list[ObjectRef] = field(default_factory=list)
+    estimate: CostEstimate | None = None  # known once validated (lipsync_cli.costs)
+    price_table: str | None = None  # which table priced the estimate: "list" or "stack"
+
+    @property
+    def local_files(self) -> dict[str, Path]:
+        """The uploads that are local files, by the key they will have."""
+        return {upload.key: upload.source for upload in self.uploads if upload.source is not None}
 
     def summary(self, bucket: str, *, dry_run: bool) -> dict[str, Any]:
         plan = self.plan
@@ -83,7 +96,9 @@ class Submission:
             "outputKey": plan.output_key if plan else None,
             "documentKey": plan.document_key if plan else None,
             "uploads": [{"key": f"s3://{bucket}/{u.key}", "bytes": u.size} for u in self.uploads],
-            "warnings": plan.warnings if plan else [],
+            "warnings": list(plan.warnings) if plan else [],
+            "estimate": self.estimate.stored() if self.estimate else None,
+            **({"priceTable": self.price_table} if self.estimate else {}),
             **({"manifest": self.manifest} if self.manifest is not None else {}),
         }
 
@@ -164,6 +179,65 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One `--segment START:END:AUDIO`: the audio file voices the video from START to END seconds."""
+
+    start: float
+    end: float
+    audio: Path
+
+
+SEGMENT_EXAMPLE = "e.g. 0:2.5:line1.wav (START and END in seconds of the video, then an audio file)"
+
+
+def parse_segment(text: str) -> SegmentSpec:
+    """START:END:AUDIO; the file name may hold more colons. The order of the times (and that START
+    is not negative) is the submit function's rule: validation reports it in its words."""
+    start_text, found_end, rest = text.partition(":")
+    end_text, found_audio, audio = rest.partition(":")
+    if not (found_end and found_audio and start_text.strip() and end_text.strip() and audio):
+        raise UsageError(f"--segment {text!r}: expected START:END:AUDIO, {SEGMENT_EXAMPLE}")
+    times: list[float] = []
+    for label, raw in (("START", start_text), ("END", end_text)):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise UsageError(
+                f"--segment {text!r}: {label} {raw!r} is not a number of seconds; {SEGMENT_EXAMPLE}"
+            )
+        times.append(value)
+    audio_file = _local_file(audio, f"--segment {text!r}: audio")
+    if _extension(audio_file) not in AUDIO_EXTENSIONS:
+        raise UsageError(
+            f"--segment {text!r}: audio {audio}: use one of {', '.join(sorted(AUDIO_EXTENSIONS))}"
+        )
+    return SegmentSpec(times[0], times[1], audio_file)
+
+
+def _segment_inputs(
+    job_name: str, segments: Sequence[SegmentSpec], media: list[Upload]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Audio inputs with unique refIds (one per distinct file, uploaded once) and the segments
+    naming them, in the shape of lipsync.models.Segment."""
+    ref_ids: dict[Path, str] = {}
+    voices: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for spec in segments:
+        identity = spec.audio.resolve()
+        if identity not in ref_ids:
+            ref_ids[identity] = f"s{len(ref_ids) + 1}"
+            key = f"{MEDIA_PREFIX}{job_name}/{ref_ids[identity]}.{_extension(spec.audio)}"
+            media.append(Upload(key, source=spec.audio))
+            voices.append({"type": "audio", "url": key, "refId": ref_ids[identity]})
+        parts.append(
+            {"startTime": spec.start, "endTime": spec.end, "audioInput": {"refId": ref_ids[identity]}}
+        )
+    return voices, parts
+
+
 def pair_submission(
     video: str,
     audio: str | None,
@@ -173,11 +247,17 @@ def pair_submission(
     options: dict[str, Any],
     text: str | None,
     voice: str | None,
+    segments: Sequence[SegmentSpec] = (),
 ) -> Submission:
     video_file = _local_file(video, "video")
     if _extension(video_file) not in VIDEO_EXTENSIONS:
         raise UsageError(f"video {video}: use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
-    if (text is None) == (audio is None):
+    if segments and (audio is not None or text is not None):
+        raise UsageError(
+            "with --segment, every segment names its own audio: drop AUDIO and --text "
+            "(to voice the whole video with one file, give it as a segment, e.g. --segment 0:4:voice.wav)"
+        )
+    if not segments and (text is None) == (audio is None):
         raise UsageError("give an AUDIO file or --text (with --voice), not both and not neither")
     if text is not None and not voice:
         raise UsageError("--text needs --voice VOICE_ID (an ElevenLabs voice id)")
@@ -185,21 +265,27 @@ def pair_submission(
     if audio_file is not None and _extension(audio_file) not in AUDIO_EXTENSIONS:
         raise UsageError(f"audio {audio}: use one of {', '.join(sorted(AUDIO_EXTENSIONS))}")
     job_name = _check_name(name or video_file.stem)
-    if model is None and not options and text is None:
+    if model is None and not options and text is None and not segments:
         uploads = [Upload(f"{INPUTS_PREFIX}{job_name}.{_extension(video_file)}", source=video_file)]
         uploads.append(Upload(f"{INPUTS_PREFIX}{job_name}.{_extension(audio_file)}", source=audio_file))  # type: ignore[arg-type]
         return Submission("pair", uploads)
     media = [Upload(f"{MEDIA_PREFIX}{job_name}/video.{_extension(video_file)}", source=video_file)]
-    voice_input: dict[str, Any]
-    if audio_file is not None:
+    voice_inputs: list[dict[str, Any]]
+    timing: list[dict[str, Any]] = []
+    if segments:
+        voice_inputs, timing = _segment_inputs(job_name, segments, media)
+    elif audio_file is not None:
         media.append(Upload(f"{MEDIA_PREFIX}{job_name}/audio.{_extension(audio_file)}", source=audio_file))
-        voice_input = {"type": "audio", "url": media[1].key}
+        voice_inputs = [{"type": "audio", "url": media[1].key}]
     else:
-        voice_input = {"type": "text", "provider": {"name": "elevenlabs", "voiceId": voice, "script": text}}
+        voice_inputs = [
+            {"type": "text", "provider": {"name": "elevenlabs", "voiceId": voice, "script": text}}
+        ]
     manifest: dict[str, Any] = {
         "name": job_name,
         **({"model": model} if model else {}),
-        "input": [{"type": "video", "url": media[0].key}, voice_input],
+        "input": [{"type": "video", "url": media[0].key}, *voice_inputs],
+        **({"segments": timing} if timing else {}),
         **({"options": options} if options else {}),
     }
     return _manifest_submission(job_name, manifest, media)
@@ -232,10 +318,13 @@ def manifest_submission(path: str, *, name: str | None) -> Submission:
 
 
 def _manifest_submission(job_name: str, manifest: dict[str, Any], media: list[Upload]) -> Submission:
+    return keyed_manifest_submission(f"{JOBS_PREFIX}{job_name}.json", manifest, media)
+
+
+def keyed_manifest_submission(key: str, manifest: dict[str, Any], media: Sequence[Upload] = ()) -> Submission:
+    """A manifest uploaded as `key`, after `media` (the manifest starts the job, so it goes last)."""
     body = json.dumps(manifest, indent=2).encode()
-    return Submission(
-        "manifest", [*media, Upload(f"{JOBS_PREFIX}{job_name}.json", body=body)], manifest=manifest
-    )
+    return Submission("manifest", [*media, Upload(key, body=body)], manifest=manifest)
 
 
 # ---------------------------------------------------------------------------- validating, uploading

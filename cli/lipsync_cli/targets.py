@@ -1,7 +1,8 @@
 """Which stack the command talks to.
 
 - A deployed stack, by name: its CloudFormation outputs (MediaBucketName, ApiUrl, JobsTableName) and
-  parameters (DefaultModel, DefaultOptions), read with the user's own AWS credentials.
+  parameters (DefaultModel, DefaultOptions, PriceTableUsdPerSecond), read with the user's own AWS
+  credentials.
 - The one-machine stack (`python -m local.stack --state-file PATH`), through its state file.
 """
 
@@ -41,6 +42,7 @@ class Target:
     jobs_table: str | None = None
     default_model: str = "lipsync-2"
     default_options: str = "{}"
+    price_table: str = ""  # PriceTableUsdPerSecond (JSON; empty = list prices), for estimates
     outputs: dict[str, str] = field(default_factory=dict)
 
     def s3(self) -> S3Client:
@@ -83,6 +85,7 @@ def from_state_file(path: str | Path) -> Target:
         jobs_table=state.get("jobs_table"),
         default_model=parameters.get("DefaultModel") or "lipsync-2",
         default_options=parameters.get("DefaultOptions") or "{}",
+        price_table=parameters.get("PriceTableUsdPerSecond") or "",
     )
 
 
@@ -119,6 +122,7 @@ def from_stack(name: str, cloudformation: CloudFormation, credentials: Credentia
         jobs_table=outputs.get("JobsTableName"),
         default_model=parameters.get("DefaultModel") or "lipsync-2",
         default_options=parameters.get("DefaultOptions") or "{}",
+        price_table=parameters.get("PriceTableUsdPerSecond") or "",
         outputs=outputs,
     )
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -86,27 +87,36 @@ class PriceTable(BaseModel):
         ) * per_frame, f"no list price for {model}: priced as the dearest model"
 
 
-def output_seconds(body: dict[str, Any], durations: dict[int, float | None]) -> tuple[float, Basis]:
-    """How long the output will play, from the request and its inputs' durations (by index)."""
+def output_seconds(
+    body: dict[str, Any], durations: Mapping[int, float | None] | Callable[[int], float | None]
+) -> tuple[float, Basis]:
+    """How long the output will play, from the request and its inputs' durations (by input index;
+    a callable is asked only for the inputs the answer depends on)."""
+    duration = durations if callable(durations) else durations.get
     inputs: list[dict[str, Any]] = body.get("input") or []
-    video = next((durations.get(i) for i, item in enumerate(inputs) if item.get("type") == "video"), None)
+    video_index = next((i for i, item in enumerate(inputs) if item.get("type") == "video"), None)
+
+    def video() -> float | None:
+        return duration(video_index) if video_index is not None else None
+
     if body.get("segments"):
-        if video:
-            return video, "segments"
+        if seconds := video():
+            return seconds, "segments"
         ends = [float(segment.get("endTime") or 0) for segment in body["segments"]]
         return (max(ends), "segments") if max(ends, default=0) > 0 else (UPPER_BOUND_SECONDS, "upper-bound")
     voices = [(i, item) for i, item in enumerate(inputs) if item.get("type") in ("audio", "text")]
     if not voices:  # dubbing: the video keeps its length
-        return (video, "video") if video else (UPPER_BOUND_SECONDS, "upper-bound")
+        seconds = video()
+        return (seconds, "video") if seconds else (UPPER_BOUND_SECONDS, "upper-bound")
     index, voice = voices[0]
     if voice.get("type") == "text":
         script = str((voice.get("provider") or {}).get("script") or "")
         return max(1.0, round(len(script.split()) / WORDS_PER_SECOND, 3)), "text"
-    audio = durations.get(index)
+    audio = duration(index)
     if audio is None:
         return UPPER_BOUND_SECONDS, "upper-bound"
-    if (body.get("options") or {}).get("sync_mode") == "cut_off" and video:
-        return min(audio, video), "shorter"
+    if (body.get("options") or {}).get("sync_mode") == "cut_off" and (seconds := video()):
+        return min(audio, seconds), "shorter"
     return audio, "audio"
 
 
@@ -150,11 +160,13 @@ class CostEstimator:
 
     def estimate_request(self, storage: Storage, template: RequestTemplate, model: str) -> CostEstimate:
         """A planned job's estimate: its bucket inputs' durations, read from their headers."""
-        durations: dict[int, float | None] = {}
-        for index, ref in template.presign.items():
-            info = storage.head(ref.key, ref.version_id)
-            durations[index] = object_seconds(storage, ref, info.size) if info else None
-        seconds, basis = output_seconds(template.body, durations)
+
+        def duration(index: int) -> float | None:
+            ref = template.presign.get(index)
+            info = storage.head(ref.key, ref.version_id) if ref else None
+            return object_seconds(storage, ref, info.size) if ref and info else None
+
+        seconds, basis = output_seconds(template.body, duration)
         return self.estimate(model, seconds, basis)
 
 
