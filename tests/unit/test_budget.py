@@ -9,16 +9,15 @@ import pytest
 
 from lipsync.admission import free_slot
 from lipsync.budget import month_of
-from lipsync.config import DispatchSettings, IntakeSettings, PlanLimits
+from lipsync.config import IntakeSettings
 from lipsync.cost import CostEstimator, PriceTable
 from lipsync.dispatch import Dispatcher
 from lipsync.intake import Intake
 from lipsync.job_store import HELD_PARTITION
 from lipsync.jobs import Job, JobStatus
 from lipsync.observability import metrics
-from tests.fakes import current_key
 from tests.media_bytes import wav_bytes
-from tests.unit.test_dispatch import ENV, TIMINGS, TOKEN_KEY, World, api_error, at
+from tests.unit.test_dispatch import ENV, World, api_error, at
 from tests.unit.test_metrics import _metrics, emitted, named  # noqa: F401
 
 SECONDS = 4.0
@@ -45,19 +44,7 @@ def drop(world: World, name: str, second: int) -> Job:
 
 
 def dispatcher(world: World, budget: str, concurrency: int = 10) -> Dispatcher:
-    return Dispatcher(
-        settings=DispatchSettings.from_env(ENV | {"MONTHLY_BUDGET_USD": budget}),
-        limits=PlanLimits.model_validate({"SYNC_PLAN_CONCURRENCY": concurrency}),
-        timings=TIMINGS,
-        store=world.store,
-        admission=world.admission,
-        storage=world.storage,
-        sync=world.api.client(current_key(world.keys)),
-        workflow=world.workflow,
-        kicker=world.kicker,
-        token_key=TOKEN_KEY,
-        clock=lambda: world.now[0],
-    )
+    return world.dispatcher(concurrency, budget=budget)
 
 
 def spent(world: World) -> float:

@@ -15,6 +15,7 @@ import pytest
 from lipsync.config import DispatchSettings, IntakeSettings, LifecycleTimings, PlanLimits
 from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher, DispatchReport
 from lipsync.intake import Intake
+from lipsync.job_events import JobEvents
 from lipsync.job_store import Update
 from lipsync.jobs import Job, JobStatus
 from lipsync.webhook_auth import job_token
@@ -86,7 +87,15 @@ class World:
     def intake(self) -> Intake:
         return Intake(IntakeSettings.from_env(ENV), self.store, self.storage, self.kicker)
 
-    def dispatcher(self, concurrency: int = 3, per_minute: int = 60, retries: int = 1) -> Dispatcher:
+    def dispatcher(
+        self,
+        concurrency: int = 3,
+        per_minute: int = 60,
+        retries: int = 1,
+        *,
+        budget: str = "",
+        events: JobEvents | None = None,
+    ) -> Dispatcher:
         limits = PlanLimits.model_validate(
             {
                 "SYNC_PLAN_CONCURRENCY": concurrency,
@@ -95,7 +104,7 @@ class World:
             }
         )
         return Dispatcher(
-            settings=DispatchSettings.from_env(ENV),
+            settings=DispatchSettings.from_env(ENV | {"MONTHLY_BUDGET_USD": budget}),
             limits=limits,
             timings=TIMINGS,
             store=self.store,
@@ -106,6 +115,7 @@ class World:
             kicker=self.kicker,
             token_key=TOKEN_KEY,
             clock=lambda: self.now[0],
+            events=events,
         )
 
     def drop_pair(self, name: str, arrived: str) -> Job:

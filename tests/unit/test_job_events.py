@@ -10,14 +10,13 @@ import boto3
 import httpx
 import pytest
 
-from lipsync.config import DispatchSettings, IntakeSettings, PlanLimits
-from lipsync.dispatch import Dispatcher
+from lipsync.config import IntakeSettings
 from lipsync.intake import Intake
 from lipsync.job_events import DETAIL_TYPE, SOURCE, EventBridgeJobEvents, JobEventPublishError, job_summary
 from lipsync.jobs import JobError
 from lipsync.lifecycle import finalize, stop
-from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, current_key
-from tests.unit.test_dispatch import ENV, TIMINGS, TOKEN_KEY, World, api_error, at
+from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi
+from tests.unit.test_dispatch import ENV, World, api_error, at
 from tests.unit.test_dispatch import world as world  # the fixture
 from tests.unit.test_lifecycle import (
     JOB_ID,
@@ -165,20 +164,7 @@ def test_the_dispatcher_publishes_a_rejected_job(world: World) -> None:
     events = RecordingJobEvents()
     world.drop_pair("a", at(1))
     world.script.replies.append(api_error(422, "generation_input_video_invalid", "bad video"))
-    dispatcher = Dispatcher(
-        settings=DispatchSettings.from_env(ENV),
-        limits=PlanLimits.model_validate({"SYNC_PLAN_CONCURRENCY": 3}),
-        timings=TIMINGS,
-        store=world.store,
-        admission=world.admission,
-        storage=world.storage,
-        sync=world.api.client(current_key(world.keys)),
-        workflow=world.workflow,
-        kicker=world.kicker,
-        token_key=TOKEN_KEY,
-        clock=lambda: world.now[0],
-        events=events,
-    )
+    dispatcher = world.dispatcher(events=events)
     dispatcher.run()
     (event,) = events.published
     assert (event["status"], event["error"]["code"]) == ("REJECTED", "generation_input_video_invalid")
