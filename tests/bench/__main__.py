@@ -48,21 +48,28 @@ PRICE_S3_GET = 0.0004 / 1000
 # Billed duration per invocation in production (references.md §D.5 model, incl. 10-20 % cold starts),
 # memory from template.yaml, and DynamoDB units per invocation read off the code paths.
 LAMBDA_MODEL = {  # function: (seconds, GB, write units, read units), per invocation
-    "SubmitFunction": (0.5, 0.5, 2, 0),  # one conditional PutItem per S3 event (the second one fails)
-    # A run that creates: plan GetItem, head Query, job GetItem; claim transaction (2 items, x2),
-    # record UpdateItem (~2 KB), settle UpdateItem. A run that finds nothing: GetItem + Query.
-    "DispatchFunction": (0.5, 0.5, 4, 2),
+    # One GetItem (is the job known?) and one conditional PutItem per S3 event; the estimate's
+    # HEAD + ranged GET and sync.so call are in the billed time.
+    "SubmitFunction": (0.6, 0.5, 2, 1),
+    # A run that creates: plan GetItem, month's spend GetItem (with a budget), head Query, job GetItem;
+    # claim transaction (plan + job + spend, x2), record UpdateItem (~2 KB), settle UpdateItem.
+    "DispatchFunction": (0.5, 0.5, 6, 3),
     "WebhookFunction": (0.25, 0.5, 2, 1),
     "ArmWebhookFunction": (0.15, 0.5, 2, 0),
     "ReconcileFunction": (0.5, 0.5, 2, 1),
-    "FinalizeFunction": (1.5, 1.0, 8, 1),  # release transaction (x2), output and document fields
+    "FinalizeFunction": (1.5, 1.0, 10, 1),  # release transaction (plan + job + spend, x2), output fields
 }
 DISPATCH_READS = {
     "plan GetItem (strong)": 1.0,
+    "month's spend GetItem (strong, only with MonthlyBudgetUsd)": 1.0,
     "queue head Query (keys only)": 0.5,
     "job GetItem (strong)": 1.0,
 }
-DISPATCH_WRITES = {"claim transaction (plan + job, x2)": 4, "record the generation": 2, "settle the lease": 1}
+DISPATCH_WRITES = {
+    "claim transaction (plan + job + month's spend, x2)": 6,
+    "record the generation": 2,
+    "settle the lease": 1,
+}
 
 
 def heading(text: str) -> None:
@@ -214,7 +221,9 @@ def cost_per_thousand(job: dict[str, Any]) -> dict[str, float]:
         "DynamoDB": dynamodb,
         # Two S3 events (receive + delete each), two kicks (send, receive, delete each).
         "SQS": 10 * PRICE_SQS_REQUEST,
-        "S3": 2 * PRICE_S3_PUT + 2 * PRICE_S3_GET,  # outputs .mp4 + .json; sync.so fetches 2 inputs
+        # outputs .mp4 + .json; sync.so fetches 2 inputs; the estimate reads the audio's header
+        # (a HEAD and a ranged GET, each billed as a GET).
+        "S3": 2 * PRICE_S3_PUT + 4 * PRICE_S3_GET,
     }
     return {name: value * 1000 for name, value in costs.items()}
 
@@ -249,7 +258,8 @@ def measure_jobs() -> None:
         costs = cost_per_thousand(job)
         parts = ", ".join(f"{name} {value:.4f}" for name, value in costs.items())
         print(f"{label:<26} total {sum(costs.values()):.3f}  ({parts})")
-    sweep = 1440 * (PRICE_LAMBDA_REQUEST + 0.3 * 0.5 * PRICE_LAMBDA_GB_SECOND + 2 * PRICE_RRU)
+    # Reads: the plan, the queue's depth and head, the held jobs' head and count, the month's spend.
+    sweep = 1440 * (PRICE_LAMBDA_REQUEST + 0.3 * 0.5 * PRICE_LAMBDA_GB_SECOND + 6 * PRICE_RRU)
     print(f"{'the leak sweep':<26} {sweep * 30:.3f} per month, whatever the volume (1 run a minute)")
     heading("DynamoDB per dispatched job")
     reads = ", ".join(f"{name} {units:g}" for name, units in DISPATCH_READS.items())
