@@ -55,6 +55,7 @@ class LoadReport:
     duplicate_generations: int
     create_requests: int
     posts_per_job: float
+    estimates_per_job: float  # intake's calls to the estimate endpoint (not generations)
     rejected_429: dict[str, int]
     max_in_flight: int
     busy_slot_seconds: float
@@ -71,6 +72,7 @@ class LoadReport:
             f"distinct generations        {self.generations}   (duplicates: {self.duplicate_generations})",
             f"POSTs per job               {self.posts_per_job:.3f}   ({self.create_requests} creates; "
             f"429s: {self.rejected_429})",
+            f"estimate calls per job      {self.estimates_per_job:.3f}   (free; 2 when a pair's events race)",
             f"most in flight at sync.so   {self.max_in_flight}   (plan: {self.slots})",
             f"slot utilisation            {self.utilisation:.1%}   "
             f"({self.busy_slot_seconds:.0f} busy slot-s / {self.slots} x {self.drain_seconds:.0f} s)",
@@ -132,6 +134,7 @@ def run_load(
         time.sleep(2)
     jobs = [job for job in _jobs(stack) if job["name"].startswith("load/")]
     stats = stack.emulator.stats()
+    estimates = sum(1 for r in stack.emulator.requests() if r["path"] == "/v2/generations/estimate")
     sqs = stack.client("sqs")
     dead = int(
         sqs.get_queue_attributes(
@@ -162,6 +165,7 @@ def run_load(
         duplicate_generations=len(generations) - len({job.get("generationId") for job in jobs} - {None}),
         create_requests=stats["createRequests"],
         posts_per_job=stats["createRequests"] / pairs,
+        estimates_per_job=estimates / pairs,
         rejected_429={"concurrency": stats["rejected"]["concurrency"], "rate": stats["rejected"]["rate"]},
         max_in_flight=stats["maxActive"],
         busy_slot_seconds=busy,

@@ -23,3 +23,4 @@ def test_a_burst_of_pairs_drains_through_the_plan_without_loss_or_duplicates() -
     assert report.generations == PAIRS
     assert report.max_in_flight <= SLOTS
     assert report.posts_per_job <= 1.05
+    assert 1 <= report.estimates_per_job <= 2  # every job priced; a pair's two events may both ask
