@@ -3,7 +3,8 @@
 The new job is one manifest, jobs/<name>.retry-<UTC time>.json (a new object, so a new job id),
 holding the old job's name (its output lands where the user expects it), `retryOf` (the submit
 function links both records: the new one's retryOf, the old one's retriedBy) and the old request:
-- a manifest job: the exact version of the manifest it was made from, read back from the bucket;
+- a manifest job: the exact version of the manifest it was made from, read back from the bucket,
+  with its inputs in the bucket pinned to the versions the job used (`pinnedInputs`);
 - a pair job: its model and its two inputs, pinned to the versions it was made from.
 """
 
@@ -124,6 +125,14 @@ def manifest_manifest(job: Job, old: bytes) -> dict[str, Any]:
             Exit.NOT_RETRYABLE,
         )
     rest = {key: value for key, value in manifest.items() if key not in PIPELINE_FIELDS}
+    inputs = rest.get("input")
+    if isinstance(inputs, list):  # the media it used, not whatever the keys hold now
+        rest["input"] = [
+            item | {"url": s3_url(job.bucket, job.pinned_inputs[index])}
+            if isinstance(item, dict) and index in job.pinned_inputs
+            else item
+            for index, item in enumerate(inputs)
+        ]
     return {"name": job.name, "retryOf": job.job_id, **rest}
 
 

@@ -445,7 +445,13 @@ def test_retry_reruns_failed_jobs_as_new_jobs_linked_to_the_old_ones(
     assert again.code == 0, again.err
     new_manifest = again.json()["jobId"]
     assert "status" not in again.json()  # --no-wait: not waited for
-    assert again.json()["manifest"]["input"] == json.loads(cli.read(f"jobs/{name}-m.json"))["input"]
+    # The old manifest's inputs, pinned to the versions the old job used.
+    original = json.loads(cli.read(f"jobs/{name}-m.json"))["input"]
+    retried = again.json()["manifest"]["input"]
+    assert [item["url"].split("?versionId=")[0] for item in retried] == [
+        f"s3://{cli.bucket}/{item['url']}" for item in original
+    ]
+    assert all("?versionId=" in item["url"] for item in retried)
     eventually(
         lambda: cli("status", new_manifest).code == 0, timeout=30, interval=0.3, what="the retry's record"
     )

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 
 from lipsync.cost import PriceTable
-from lipsync.jobs import Job
+from lipsync.jobs import Job, ObjectRef
 from lipsync.models import GenerateRequest
 from lipsync_cli import commands, render
 from lipsync_cli.api import StatusApi
@@ -673,6 +673,12 @@ def test_a_manifest_job_is_retried_from_the_exact_version_it_was_made_from() -> 
         "retryOf": OLD,  # this job, not the manifest's earlier retryOf
         "input": [{"type": "video", "url": "v.mp4"}],
     }
+    pinned = job.model_copy(
+        update={"pinned_inputs": {0: ObjectRef(key="media/intro/v.mp4", version_id="v7")}}
+    )
+    assert manifest_manifest(pinned, old)["input"] == [  # the video the job used, not the key's newest
+        {"type": "video", "url": f"s3://{job.bucket}/media/intro/v.mp4?versionId=v7"}
+    ]
     gone = Job.model_validate(
         job_record(kind="manifest", inputs=[{"key": "jobs/intro.json", "versionId": "v404"}])
     )

@@ -36,3 +36,5 @@ def test_the_new_job_and_the_old_one_name_each_other(world: World) -> None:
     intake(world).handle(world.storage.event("jobs/a.retry-2.json"))
     assert world.store.get(old.job_id).retried_by == [first, second]  # type: ignore[union-attr]
     assert world.store.get(first).name == "a"  # type: ignore[union-attr]
+    pinned = world.store.get(first).pinned_inputs  # type: ignore[union-attr]
+    assert {index: ref.key for index, ref in pinned.items()} == {0: "inputs/a.mp4", 1: "inputs/a.wav"}

@@ -159,6 +159,7 @@ class Intake:
             queueKey=queue_key(arrived, plan.job_id),
             warnings=plan.warnings,
             retryOf=plan.retry_of,
+            pinnedInputs=plan.template.presign,
             estimate=self._estimate(plan) if existing is None else None,
         )
         created, stored = (

@@ -197,6 +197,8 @@ class Job(BaseModel):
     budget_month: str | None = Field(default=None, alias="budgetMonth")  # whose spend counts this job
     charged_usd: float | None = Field(default=None, alias="chargedUsd")  # what that spend counts now
     hold_reason: str | None = Field(default=None, alias="holdReason")  # why it waits in BUDGET_HOLD
+    # The request's inputs in this bucket, by input index, at the versions the job was made from.
+    pinned_inputs: dict[int, ObjectRef] = Field(default_factory=dict, alias="pinnedInputs")
     retry_of: str | None = Field(default=None, alias="retryOf")  # the job this one re-runs
     retried_by: list[str] = Field(default_factory=list, alias="retriedBy")
     webhook_status: str | None = Field(default=None, alias="webhookStatus")  # a signal, not the truth
