@@ -18,7 +18,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync.media_duration import object_seconds
@@ -128,6 +127,8 @@ class CostEstimator:
         self._sync = sync
 
     def estimate(self, model: str, seconds: float, basis: Basis) -> CostEstimate:
+        import httpx  # here: the status and budget paths import this module without calling sync.so
+
         from lipsync.sync_client import SyncApiError
 
         fallback_note = None
