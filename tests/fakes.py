@@ -20,7 +20,7 @@ import httpx
 
 from lipsync.s3_events import ObjectCreated
 from lipsync.storage import MAX_MANIFEST_BYTES, ObjectInfo, TooLargeError
-from lipsync.sync_client import KeyProvider, SyncClient
+from lipsync.syncso.client import KeyProvider, SyncClient
 from tests.fake_multipart import FakeMultipartUpload
 
 # ---------------------------------------------------------------------------- kicks

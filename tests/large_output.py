@@ -165,7 +165,7 @@ def _copy(endpoint: str, url: str, trace: bool) -> CopyReport:
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
     )
-    from lipsync.output_copy import copy_output, download_client
+    from lipsync.generation.output_copy import copy_output, download_client
     from lipsync.storage import S3Storage
 
     storage = S3Storage(BUCKET, s3_client(endpoint))

@@ -9,9 +9,9 @@ from typing import Any
 
 import boto3
 
-from lipsync.admission import DynamoAdmission
-from lipsync.job_store import DynamoJobStore
-from lipsync.jobs import Job, status_rank
+from lipsync.jobs.model import Job, status_rank
+from lipsync.jobs.store import DynamoJobStore
+from lipsync.plan.admission import DynamoAdmission
 from local.stack.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]

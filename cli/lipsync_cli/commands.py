@@ -10,8 +10,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lipsync.cost import Basis, CostEstimate
-from lipsync.jobs import IN_FLIGHT, Job, JobStatus, is_final
+from lipsync.jobs.model import IN_FLIGHT, Job, JobStatus, is_final
+from lipsync.plan.cost import Basis, CostEstimate
 from lipsync_cli import costs, render, retries, submission
 from lipsync_cli.api import StatusApi
 from lipsync_cli.errors import AwsError, CliError, Exit, NotFoundError

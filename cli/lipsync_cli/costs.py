@@ -1,6 +1,6 @@
 """What a submission will cost (`--dry-run`, submit, retry) and what jobs cost (`cost`).
 
-Both reuse the layer's own rules (lipsync.cost): the estimate is `output_seconds` over the planned
+Both reuse the layer's own rules (lipsync.plan.cost): the estimate is `output_seconds` over the planned
 request, priced by `CostEstimator` with the stack's `PriceTableUsdPerSecond` only (sync.so's
 estimate endpoint is the submit function's to call; the CLI never calls sync.so). Durations come
 from the local files about to be uploaded (`media_seconds`, their headers); an input already in
@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.cost import (
+from lipsync.jobs.model import Job, JobStatus
+from lipsync.media_duration import media_seconds
+from lipsync.plan.cost import (
     DEFAULT_PRICES_USD_PER_SECOND,
     Basis,
     CostEstimate,
@@ -23,8 +25,6 @@ from lipsync.cost import (
     PriceTable,
     output_seconds,
 )
-from lipsync.jobs import Job, JobStatus
-from lipsync.media_duration import media_seconds
 from lipsync_cli.errors import UsageError
 from lipsync_cli.submission import Submission
 from lipsync_cli.targets import Target

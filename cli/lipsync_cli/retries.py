@@ -18,8 +18,8 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from lipsync.jobs import Job, JobStatus, ObjectRef, is_final
-from lipsync.planning import AUDIO_EXTENSIONS, JOBS_PREFIX, VIDEO_EXTENSIONS
+from lipsync.jobs.model import Job, JobStatus, ObjectRef, is_final
+from lipsync.queue.planning import AUDIO_EXTENSIONS, JOBS_PREFIX, VIDEO_EXTENSIONS
 from lipsync.storage import MAX_MANIFEST_BYTES
 from lipsync_cli.errors import AwsError, CliError, Exit, NotFoundError
 

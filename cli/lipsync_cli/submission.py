@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lipsync.config import PlanningSettings
-from lipsync.cost import CostEstimate
-from lipsync.jobs import ObjectRef, job_id_for
-from lipsync.planning import (
+from lipsync.jobs.model import ObjectRef, job_id_for
+from lipsync.plan.cost import CostEstimate
+from lipsync.queue.planning import (
     AUDIO_EXTENSIONS,
     INPUTS_PREFIX,
     JOBS_PREFIX,

@@ -1,4 +1,4 @@
-"""AwaitWebhook's task: store the execution's task token on the job (see lipsync.webhooks)."""
+"""AwaitWebhook's task: store the execution's task token on the job (see lipsync.generation.webhooks)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import StoreSettings
-from lipsync.job_store import DynamoJobStore
+from lipsync.generation.webhooks import arm_webhook_wait
+from lipsync.generation.workflow import StepFunctionsWorkflow
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import lambda_handler, logger
-from lipsync.webhooks import arm_webhook_wait
-from lipsync.workflow import StepFunctionsWorkflow
 
 
 @cache

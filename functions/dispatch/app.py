@@ -17,19 +17,19 @@ from typing import Any, NamedTuple
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.admission import DynamoAdmission
 from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits, read_secret, secret_reader
-from lipsync.dispatch import Dispatcher, DispatchReport
-from lipsync.job_events import EventBridgeJobEvents
-from lipsync.job_store import DynamoJobStore
-from lipsync.jobs import job_id_of_execution
-from lipsync.kicks import SqsKicker
-from lipsync.lifecycle import Slots, stop, workflow_error
+from lipsync.generation.lifecycle import Slots, stop, workflow_error
+from lipsync.generation.workflow import StepFunctionsWorkflow
+from lipsync.jobs.events import EventBridgeJobEvents
+from lipsync.jobs.model import job_id_of_execution
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, count_by, gauge, lambda_handler, logger, seconds
-from lipsync.queue_status import queue_gauges
+from lipsync.plan.admission import DynamoAdmission
+from lipsync.plan.kicks import SqsKicker
+from lipsync.queue.dispatch import Dispatcher, DispatchReport
+from lipsync.queue.status import queue_gauges
 from lipsync.storage import S3Storage
-from lipsync.sync_client import SyncClient
-from lipsync.workflow import StepFunctionsWorkflow
+from lipsync.syncso.client import SyncClient
 
 
 class Wiring(NamedTuple):

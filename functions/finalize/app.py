@@ -10,15 +10,15 @@ from typing import Any, NamedTuple
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.admission import DynamoAdmission
 from lipsync.config import FinalizeSettings, PlanLimits, secret_reader
-from lipsync.job_events import EventBridgeJobEvents
-from lipsync.job_store import DynamoJobStore
-from lipsync.kicks import SqsKicker
-from lipsync.lifecycle import ExecutionState, Slots, finalize, stop, workflow_error
+from lipsync.generation.lifecycle import ExecutionState, Slots, finalize, stop, workflow_error
+from lipsync.jobs.events import EventBridgeJobEvents
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, lambda_handler, logger
+from lipsync.plan.admission import DynamoAdmission
+from lipsync.plan.kicks import SqsKicker
 from lipsync.storage import S3Storage
-from lipsync.sync_client import SyncClient
+from lipsync.syncso.client import SyncClient
 
 
 class Wiring(NamedTuple):

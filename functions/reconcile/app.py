@@ -9,10 +9,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import PlanLimits, SyncApiSettings, secret_reader
-from lipsync.job_store import DynamoJobStore
-from lipsync.lifecycle import ExecutionState, reconcile
+from lipsync.generation.lifecycle import ExecutionState, reconcile
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, lambda_handler, logger
-from lipsync.sync_client import SyncClient
+from lipsync.syncso.client import SyncClient
 
 
 @cache

@@ -12,11 +12,11 @@ from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotF
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, ValidationError
 
-from lipsync.admission import DynamoAdmission
 from lipsync.config import PlanLimits, QueueSettings
-from lipsync.job_store import DynamoJobStore
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import lambda_handler
-from lipsync.queue_status import queue_summary, queued_view
+from lipsync.plan.admission import DynamoAdmission
+from lipsync.queue.status import queue_summary, queued_view
 
 app = APIGatewayRestResolver()
 

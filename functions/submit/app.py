@@ -18,15 +18,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import IntakeSettings, secret_reader
-from lipsync.cost import CostEstimator, PriceTable
-from lipsync.intake import Intake
-from lipsync.job_events import EventBridgeJobEvents
-from lipsync.job_store import DynamoJobStore
-from lipsync.kicks import SqsKicker
+from lipsync.jobs.events import EventBridgeJobEvents
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, lambda_handler, logger
+from lipsync.plan.cost import CostEstimator, PriceTable
+from lipsync.plan.kicks import SqsKicker
+from lipsync.queue.intake import Intake
 from lipsync.s3_events import ObjectCreated, created_objects
 from lipsync.storage import S3Storage
-from lipsync.sync_client import SyncClient
+from lipsync.syncso.client import SyncClient
 
 ESTIMATE_TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # an estimate is worth little waiting: fall back
 

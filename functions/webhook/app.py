@@ -10,10 +10,10 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lipsync.config import WebhookSettings, read_secret
-from lipsync.job_store import DynamoJobStore
+from lipsync.generation.webhooks import WebhookReceiver, WebhookRejectedError, parse_signing_secrets
+from lipsync.generation.workflow import StepFunctionsWorkflow
+from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, count_by, lambda_handler, logger
-from lipsync.webhooks import WebhookReceiver, WebhookRejectedError, parse_signing_secrets
-from lipsync.workflow import StepFunctionsWorkflow
 
 app = APIGatewayRestResolver()
 

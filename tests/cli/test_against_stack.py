@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lipsync.jobs import ObjectRef, job_id_for
+from lipsync.jobs.model import ObjectRef, job_id_for
 from local.media import make_sample_audio
 from tests.cli.conftest import Cli, MediaFiles
 from tests.waiting import eventually

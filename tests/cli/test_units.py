@@ -16,9 +16,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from rich.console import Console
 
-from lipsync.cost import PriceTable
-from lipsync.jobs import Job, ObjectRef
-from lipsync.models import GenerateRequest
+from lipsync.jobs.model import Job, ObjectRef
+from lipsync.plan.cost import PriceTable
+from lipsync.syncso.models import GenerateRequest
 from lipsync_cli import commands, render
 from lipsync_cli.api import StatusApi
 from lipsync_cli.app import COMMANDS, _bare_local, build_parser, main

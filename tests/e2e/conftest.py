@@ -22,8 +22,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from lipsync.jobs import ObjectRef, job_id_for
-from lipsync.webhook_auth import job_token, sign
+from lipsync.jobs.model import ObjectRef, job_id_for
+from lipsync.syncso.webhook_auth import job_token, sign
 from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
 from local.sync_emulator import EmulatorConfig

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lipsync.webhook_auth import job_token, sign
+from lipsync.syncso.webhook_auth import job_token, sign
 from tests.e2e.conftest import WEBHOOK_SECRET, Pipeline, sha256
 
 pytestmark = pytest.mark.integration

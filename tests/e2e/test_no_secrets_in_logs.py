@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from lipsync.webhook_auth import job_token
+from lipsync.syncso.webhook_auth import job_token
 from tests.e2e.conftest import WEBHOOK_SECRET, Pipeline
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lipsync.job_events import DETAIL_TYPE, SOURCE
+from lipsync.jobs.events import DETAIL_TYPE, SOURCE
 from tests.e2e.conftest import Pipeline
 from tests.waiting import eventually
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lipsync.output_copy import PART_SIZE
+from lipsync.generation.output_copy import PART_SIZE
 from tests.large_output import (
     BUCKET,
     KEY,

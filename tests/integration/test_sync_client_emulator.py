@@ -18,9 +18,9 @@ import pytest
 from sync.common.types.generation import Generation as SdkGeneration
 from sync.core.pydantic_utilities import parse_obj_as
 
-from lipsync.models import GenerateRequest
-from lipsync.sync_client import SyncClient, SyncPermanentError, SyncRetryableError
-from lipsync.webhook_auth import verify_signature
+from lipsync.syncso.client import SyncClient, SyncPermanentError, SyncRetryableError
+from lipsync.syncso.models import GenerateRequest
+from lipsync.syncso.webhook_auth import verify_signature
 from local.media import MediaServer, make_sample_audio, make_sample_video
 from local.sync_emulator import EmulatorConfig, SyncEmulator
 

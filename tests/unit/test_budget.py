@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from lipsync.admission import free_slot
-from lipsync.budget import month_of
 from lipsync.config import IntakeSettings
-from lipsync.cost import CostEstimator, PriceTable
-from lipsync.dispatch import Dispatcher
-from lipsync.intake import Intake
-from lipsync.job_store import HELD_PARTITION
-from lipsync.jobs import Job, JobStatus
+from lipsync.jobs.model import Job, JobStatus
+from lipsync.jobs.store import HELD_PARTITION
 from lipsync.observability import metrics
+from lipsync.plan.admission import free_slot
+from lipsync.plan.budget import month_of
+from lipsync.plan.cost import CostEstimator, PriceTable
+from lipsync.queue.dispatch import Dispatcher
+from lipsync.queue.intake import Intake
 from tests.media_bytes import wav_bytes
 from tests.unit.test_dispatch import ENV, World, api_error, at
 from tests.unit.test_metrics import _metrics, emitted, named  # noqa: F401
@@ -152,7 +152,7 @@ def test_parallel_dispatchers_never_spend_past_the_budget(world: World) -> None:
     one, two = dispatcher(world, "0.5"), dispatcher(world, "0.5")
     stale = world.admission.read()
     one.run()
-    from lipsync.dispatch import DispatchReport
+    from lipsync.queue.dispatch import DispatchReport
 
     # The second read the plan before the first claimed: its claim (and its charge) must fail.
     assert two._claim(stale, 5, world.store.queue_head(5), world.now[0], DispatchReport()) is None

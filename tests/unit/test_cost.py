@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from lipsync.config import BudgetSettings, CostSettings
-from lipsync.cost import (
+from lipsync.jobs.model import ObjectRef
+from lipsync.media_duration import media_seconds, object_seconds
+from lipsync.plan.cost import (
     UPPER_BOUND_SECONDS,
     CostEstimate,
     CostEstimator,
@@ -20,9 +22,7 @@ from lipsync.cost import (
     actual_cost,
     output_seconds,
 )
-from lipsync.jobs import ObjectRef
-from lipsync.media_duration import media_seconds, object_seconds
-from lipsync.planning import RequestTemplate
+from lipsync.queue.planning import RequestTemplate
 from tests.fakes import FakeStorage, FakeSyncApi
 from tests.media_bytes import wav_bytes
 from tests.unit.test_metrics import job

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from lipsync.config import DispatchSettings, IntakeSettings, LifecycleTimings, PlanLimits
-from lipsync.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher, DispatchReport
-from lipsync.intake import Intake
-from lipsync.job_events import JobEvents
-from lipsync.job_store import Update
-from lipsync.jobs import Job, JobStatus
-from lipsync.webhook_auth import job_token
+from lipsync.jobs.events import JobEvents
+from lipsync.jobs.model import Job, JobStatus
+from lipsync.jobs.store import Update
+from lipsync.queue.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher, DispatchReport
+from lipsync.queue.intake import Intake
+from lipsync.syncso.webhook_auth import job_token
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
 from tests.tables import ADMISSION_TABLE, JOBS_TABLE, SeededStore, make_tables
 

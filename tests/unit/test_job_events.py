@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from lipsync.config import IntakeSettings
-from lipsync.intake import Intake
-from lipsync.job_events import DETAIL_TYPE, SOURCE, EventBridgeJobEvents, JobEventPublishError, job_summary
-from lipsync.jobs import JobError
-from lipsync.lifecycle import finalize, stop
+from lipsync.generation.lifecycle import finalize, stop
+from lipsync.jobs.events import DETAIL_TYPE, SOURCE, EventBridgeJobEvents, JobEventPublishError, job_summary
+from lipsync.jobs.model import JobError
+from lipsync.queue.intake import Intake
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi
 from tests.unit.test_dispatch import ENV, World, api_error, at
 from tests.unit.test_dispatch import world as world  # the fixture

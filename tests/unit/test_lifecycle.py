@@ -9,9 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lipsync.admission import SlotHolder
-from lipsync.jobs import Job, JobError, JobStatus
-from lipsync.lifecycle import (
+from lipsync.generation.lifecycle import (
     OUTPUT_CONTENT_TYPE,
     ExecutionState,
     GenerationNotFinished,
@@ -23,10 +21,12 @@ from lipsync.lifecycle import (
     reconcile,
     stop,
 )
-from lipsync.models import Generation
-from lipsync.sync_client import SyncRetryableError
-from lipsync.webhook_auth import job_token
-from lipsync.webhooks import WebhookReceiver, arm_webhook_wait
+from lipsync.generation.webhooks import WebhookReceiver, arm_webhook_wait
+from lipsync.jobs.model import Job, JobError, JobStatus
+from lipsync.plan.admission import SlotHolder
+from lipsync.syncso.client import SyncRetryableError
+from lipsync.syncso.models import Generation
+from lipsync.syncso.webhook_auth import job_token
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
 from tests.tables import SeededStore, make_tables
 
@@ -87,7 +87,7 @@ def hold_slot(store: SeededStore, slot: int = 0) -> None:
     admission = make_tables()[1]
     plan = admission.read()
     holder = SlotHolder(job_id=JOB_ID, since=0.0, lease_until=0.0)
-    from lipsync.job_store import Update
+    from lipsync.jobs.store import Update
 
     assert admission.claim(plan, slot, holder, 60, Update(JOB_ID, set={"slot": slot}))
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from lipsync.dispatch import DispatchReport, throttle_kind
-from lipsync.documents import job_document, write_job_document
-from lipsync.jobs import Job
+from lipsync.jobs.documents import job_document, write_job_document
+from lipsync.jobs.model import Job
 from lipsync.observability import count_by, metrics
-from lipsync.queue_status import queue_gauges
-from lipsync.sync_client import SyncRetryableError
+from lipsync.queue.dispatch import DispatchReport, throttle_kind
+from lipsync.queue.status import queue_gauges
+from lipsync.syncso.client import SyncRetryableError
 from tests.fakes import FakeStorage
 from tests.tables import SeededStore, make_tables
 
@@ -203,7 +203,7 @@ def test_the_sweep_reports_the_queue(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_a_rejected_webhook_is_counted_by_reason_never_by_token(capsys: pytest.CaptureFixture[str]) -> None:
-    from lipsync.webhooks import WebhookRejectedError
+    from lipsync.generation.webhooks import WebhookRejectedError
 
     webhook = load_handler("webhook")
     answer = webhook.rejected(WebhookRejectedError(403, "the webhook URL's token is not valid", "bad_token"))

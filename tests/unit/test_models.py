@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from lipsync.models import (
+from lipsync.syncso.models import (
     ApiErrorBody,
     GenerateRequest,
     Generation,

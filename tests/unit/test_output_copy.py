@@ -10,8 +10,8 @@ import boto3
 import httpx
 import pytest
 
-from lipsync import output_copy
-from lipsync.output_copy import (
+from lipsync.generation import output_copy
+from lipsync.generation.output_copy import (
     MAX_REDIRECTS,
     MiB,
     OutputUnavailableError,

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from lipsync.config import PlanningSettings
-from lipsync.planning import InvalidJobError, JobPlan, plan_job
+from lipsync.queue.planning import InvalidJobError, JobPlan, plan_job
 from tests.fakes import FakeStorage
 
 BUCKET = "media-bucket"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lipsync.config import IntakeSettings
-from lipsync.intake import Intake
+from lipsync.queue.intake import Intake
 from tests.unit.test_dispatch import ENV, World, at
 
 

@@ -12,7 +12,7 @@ from sync.common.types.create_generation_dto import CreateGenerationDto
 from sync.common.types.generation import Generation as SdkGeneration
 from sync.core.pydantic_utilities import parse_obj_as
 
-from lipsync.models import GenerateRequest, Generation
+from lipsync.syncso.models import GenerateRequest, Generation
 
 VIDEO = {"type": "video", "url": "https://media.example/v.mp4"}
 AUDIO = {"type": "audio", "url": "https://media.example/a.wav"}

@@ -6,13 +6,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from lipsync.models import GenerateRequest
-from lipsync.sync_client import (
+from lipsync.syncso.client import (
     SyncClient,
     SyncPermanentError,
     SyncRetryableError,
     parse_retry_after,
 )
+from lipsync.syncso.models import GenerateRequest
 from tests.fakes import current_key
 
 REQUEST = GenerateRequest.model_validate(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lipsync.webhook_auth import (
+from lipsync.syncso.webhook_auth import (
     MalformedSignatureError,
     MissingSignatureError,
     SignatureMismatchError,

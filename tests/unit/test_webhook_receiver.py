@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from lipsync.jobs import Job
-from lipsync.webhook_auth import job_token, sign
-from lipsync.webhooks import MAX_BODY_BYTES, WebhookReceiver, WebhookRejectedError, parse_signing_secrets
+from lipsync.generation.webhooks import (
+    MAX_BODY_BYTES,
+    WebhookReceiver,
+    WebhookRejectedError,
+    parse_signing_secrets,
+)
+from lipsync.jobs.model import Job
+from lipsync.syncso.webhook_auth import job_token, sign
 from tests.fakes import FakeWorkflow
 from tests.tables import SeededStore, make_tables
 

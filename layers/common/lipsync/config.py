@@ -54,14 +54,14 @@ class QueueSettings(StoreSettings):
 
 
 class CostSettings(EnvSettings):
-    """The price table that estimates fall back on (see lipsync.cost)."""
+    """The price table that estimates fall back on (see lipsync.plan.cost)."""
 
     price_table_usd_per_second: str = Field("", validation_alias="PRICE_TABLE_USD_PER_SECOND")
 
     @field_validator("price_table_usd_per_second")
     @classmethod
     def _a_price_table(cls, value: str) -> str:
-        from lipsync.cost import PriceTable
+        from lipsync.plan.cost import PriceTable
 
         PriceTable.from_json(value)  # a bad table fails at cold start, with the reason
         return value

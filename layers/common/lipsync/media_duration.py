@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from lipsync.jobs import ObjectRef
+    from lipsync.jobs.model import ObjectRef
     from lipsync.storage import Storage
 
 READ_BLOCK = 256 * 1024  # one ranged GET fills this much of the buffer

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.models import Generation
+from lipsync.syncso.models import Generation
 
 if TYPE_CHECKING:
-    from lipsync.sync_client import SyncApiError
+    from lipsync.syncso.client import SyncApiError
 
 
 class JobStatus(StrEnum):

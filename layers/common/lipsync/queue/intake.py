@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from lipsync.documents import write_job_document
-from lipsync.job_store import QUEUE_PARTITION, Update, queue_key
-from lipsync.jobs import Job, JobError, JobStatus, utc_now
-from lipsync.planning import (
+from lipsync.jobs.documents import write_job_document
+from lipsync.jobs.model import Job, JobError, JobStatus, utc_now
+from lipsync.jobs.store import QUEUE_PARTITION, Update, queue_key
+from lipsync.queue.planning import (
     INPUTS_PREFIX,
     JOBS_PREFIX,
     OUTPUTS_PREFIX,
@@ -23,10 +23,10 @@ from lipsync.planning import (
 
 if TYPE_CHECKING:
     from lipsync.config import IntakeSettings
-    from lipsync.cost import CostEstimator
-    from lipsync.job_events import JobEvents
-    from lipsync.job_store import JobStore
-    from lipsync.kicks import Kicker
+    from lipsync.jobs.events import JobEvents
+    from lipsync.jobs.store import JobStore
+    from lipsync.plan.cost import CostEstimator
+    from lipsync.plan.kicks import Kicker
     from lipsync.s3_events import ObjectCreated
     from lipsync.storage import Storage
 

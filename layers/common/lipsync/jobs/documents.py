@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lipsync.jobs import Job, JobStatus
+from lipsync.jobs.model import Job, JobStatus
 from lipsync.observability import count_by, seconds
 from lipsync.storage import Storage
 
 if TYPE_CHECKING:
-    from lipsync.job_events import JobEvents
+    from lipsync.jobs.events import JobEvents
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -43,7 +43,7 @@ def write_job_document(storage: Storage, job: Job, events: JobEvents | None = No
     report its metrics.
 
     Callers set `finalizedAt` afterwards and skip this once it is set, so a job is announced once,
-    or again when the caller fails between the two (at least once; see lipsync.job_events)."""
+    or again when the caller fails between the two (at least once; see lipsync.jobs.events)."""
     document = job_document(job)
     storage.put_json(job.document_key, document)
     if events is not None:

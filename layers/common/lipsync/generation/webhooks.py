@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from lipsync.jobs import Job, utc_now
-from lipsync.models import Generation, is_terminal
-from lipsync.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
+from lipsync.jobs.model import Job, utc_now
+from lipsync.syncso.models import Generation, is_terminal
+from lipsync.syncso.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
 
 if TYPE_CHECKING:
-    from lipsync.job_store import JobStore
-    from lipsync.workflow import Workflow
+    from lipsync.generation.workflow import Workflow
+    from lipsync.jobs.store import JobStore
 
 MAX_BODY_BYTES = 256 * 1024
 

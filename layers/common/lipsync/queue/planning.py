@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, ValidationError
 
 from lipsync.config import PlanningSettings
-from lipsync.jobs import ObjectRef, job_id_for
-from lipsync.models import GenerateRequest, TextInput
+from lipsync.jobs.model import ObjectRef, job_id_for
 from lipsync.s3_events import ObjectCreated
 from lipsync.storage import Storage, TooLargeError
+from lipsync.syncso.models import GenerateRequest, TextInput
 
 INPUTS_PREFIX = "inputs/"
 JOBS_PREFIX = "jobs/"

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lipsync.media_duration import object_seconds
 
 if TYPE_CHECKING:
-    from lipsync.jobs import Job
-    from lipsync.planning import RequestTemplate
+    from lipsync.jobs.model import Job
+    from lipsync.queue.planning import RequestTemplate
     from lipsync.storage import Storage
-    from lipsync.sync_client import SyncClient
+    from lipsync.syncso.client import SyncClient
 
 UPPER_BOUND_SECONDS = 300.0  # generation_audio_length_exceeded above this
 WORDS_PER_SECOND = 2.5
@@ -129,7 +129,7 @@ class CostEstimator:
     def estimate(self, model: str, seconds: float, basis: Basis) -> CostEstimate:
         import httpx  # here: the status and budget paths import this module without calling sync.so
 
-        from lipsync.sync_client import SyncApiError
+        from lipsync.syncso.client import SyncApiError
 
         fallback_note = None
         if self._sync is not None:
@@ -183,7 +183,7 @@ def actual_cost(job: Job) -> float | None:
 
 
 def _reason(error: Exception) -> str:
-    from lipsync.sync_client import SyncApiError
+    from lipsync.syncso.client import SyncApiError
 
     if isinstance(error, SyncApiError):
         return error.error_code or type(error).__name__

@@ -6,14 +6,14 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lipsync.budget import month_of
-from lipsync.job_store import HELD_PARTITION
-from lipsync.jobs import Job, JobStatus
+from lipsync.jobs.model import Job, JobStatus
+from lipsync.jobs.store import HELD_PARTITION
+from lipsync.plan.budget import month_of
 
 if TYPE_CHECKING:
-    from lipsync.admission import Admission
     from lipsync.config import PlanLimits
-    from lipsync.job_store import JobStore
+    from lipsync.jobs.store import JobStore
+    from lipsync.plan.admission import Admission
 
 ASSUMED_GENERATION_SECONDS = 60.0  # until this stack has timed one (sync.so: most take 30-120 s)
 

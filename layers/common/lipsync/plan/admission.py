@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.budget import SPEND_PREFIX, Charge, report_cost, settle
-from lipsync.job_store import Codec, DynamoJobStore, Update
+from lipsync.jobs.store import Codec, DynamoJobStore, Update
+from lipsync.plan.budget import SPEND_PREFIX, Charge, report_cost, settle
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-    from lipsync.jobs import Job
-    from lipsync.kicks import Kicker
+    from lipsync.jobs.model import Job
+    from lipsync.plan.kicks import Kicker
 
 PLAN_ID = "plan"
 RATE_WINDOW_SECONDS = 61.0  # sync.so counts 60 s; a second of margin absorbs clock and network skew

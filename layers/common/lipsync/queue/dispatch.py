@@ -32,19 +32,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from lipsync.admission import PlanState, SlotHolder
-from lipsync.budget import (
-    BudgetGuard,
-    estimate_usd,
-    month_of,
-    refund,
-    report_budget,
-    report_charge,
-    report_held,
-)
-from lipsync.documents import write_job_document, write_waiting_document
-from lipsync.job_store import HELD_PARTITION, QUEUE_PARTITION, Update
-from lipsync.jobs import (
+from lipsync.generation.lifecycle import Slots, stop
+from lipsync.generation.workflow import execution_input
+from lipsync.jobs.documents import write_job_document, write_waiting_document
+from lipsync.jobs.model import (
     IN_FLIGHT,
     Job,
     JobError,
@@ -54,22 +45,31 @@ from lipsync.jobs import (
     status_from_api,
     utc_now,
 )
-from lipsync.lifecycle import Slots, stop
-from lipsync.models import Generation
-from lipsync.planning import RequestTemplate
-from lipsync.sync_client import SyncApiError, SyncPermanentError, SyncRetryableError
-from lipsync.webhook_auth import job_token
-from lipsync.workflow import execution_input
+from lipsync.jobs.store import HELD_PARTITION, QUEUE_PARTITION, Update
+from lipsync.plan.admission import PlanState, SlotHolder
+from lipsync.plan.budget import (
+    BudgetGuard,
+    estimate_usd,
+    month_of,
+    refund,
+    report_budget,
+    report_charge,
+    report_held,
+)
+from lipsync.queue.planning import RequestTemplate
+from lipsync.syncso.client import SyncApiError, SyncPermanentError, SyncRetryableError
+from lipsync.syncso.models import Generation
+from lipsync.syncso.webhook_auth import job_token
 
 if TYPE_CHECKING:
-    from lipsync.admission import Admission
     from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits
-    from lipsync.job_events import JobEvents
-    from lipsync.job_store import JobStore
-    from lipsync.kicks import Kicker
+    from lipsync.generation.workflow import Workflow
+    from lipsync.jobs.events import JobEvents
+    from lipsync.jobs.store import JobStore
+    from lipsync.plan.admission import Admission
+    from lipsync.plan.kicks import Kicker
     from lipsync.storage import Storage
-    from lipsync.sync_client import SyncClient
-    from lipsync.workflow import Workflow
+    from lipsync.syncso.client import SyncClient
 
 MAX_STEPS = 25  # claims and re-drives per kick; the next kick continues
 ABANDONED_AFTER_SECONDS = 3600.0  # past MaxJobSeconds, a job in flight that nothing finished is stopped

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
-from lipsync.models import ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
+from lipsync.syncso.models import ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
 
 RetryReason = Literal[
     "rate_limit",

@@ -1,6 +1,6 @@
 """The jobs table: the single source of truth for every job, and the job queue.
 
-Every write is one atomic DynamoDB call (or one item of a transaction, see lipsync.admission).
+Every write is one atomic DynamoDB call (or one item of a transaction, see lipsync.plan.admission).
 Status changes made by `advance` are conditional on moving forward (`statusRank` only
 grows), so duplicate, late and out-of-order updates change nothing. The two ways back,
 a job returned to the queue after a 429 or a transient failure, are explicit `Update`s with
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lipsync.jobs import HistoryEntry, Job, Source, status_rank, utc_now
+from lipsync.jobs.model import HistoryEntry, Job, Source, status_rank, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.admission import free_slot
-from lipsync.budget import refund
-from lipsync.documents import write_job_document
-from lipsync.job_store import QUEUE_PARTITION, Update
-from lipsync.jobs import (
+from lipsync.generation.output_copy import (
+    OutputUnavailableError as OutputUnavailableError,
+)  # raised by finalize
+from lipsync.generation.output_copy import copy_output, download_client
+from lipsync.jobs.documents import write_job_document
+from lipsync.jobs.model import (
     IN_FLIGHT,
     Job,
     JobError,
@@ -33,18 +34,19 @@ from lipsync.jobs import (
     status_from_api,
     utc_now,
 )
-from lipsync.models import Generation
-from lipsync.output_copy import OutputUnavailableError as OutputUnavailableError  # raised by finalize
-from lipsync.output_copy import copy_output, download_client
-from lipsync.sync_client import SyncPermanentError, SyncRetryableError
+from lipsync.jobs.store import QUEUE_PARTITION, Update
+from lipsync.plan.admission import free_slot
+from lipsync.plan.budget import refund
+from lipsync.syncso.client import SyncPermanentError, SyncRetryableError
+from lipsync.syncso.models import Generation
 
 if TYPE_CHECKING:
-    from lipsync.admission import Admission
-    from lipsync.job_events import JobEvents
-    from lipsync.job_store import JobStore
-    from lipsync.kicks import Kicker
+    from lipsync.jobs.events import JobEvents
+    from lipsync.jobs.store import JobStore
+    from lipsync.plan.admission import Admission
+    from lipsync.plan.kicks import Kicker
     from lipsync.storage import Storage
-    from lipsync.sync_client import SyncClient
+    from lipsync.syncso.client import SyncClient
 
 OUTPUT_CONTENT_TYPE = "video/mp4"
 MAX_POLLS = 2000  # far beyond any schedule within MaxJobSeconds; a bound for the loop all the same
@@ -324,14 +326,14 @@ def _resubmit(store: JobStore, slots: Slots, job: Job) -> dict[str, Any]:
 
 
 def _write_out(store: JobStore, storage: Storage, job: Job, events: JobEvents | None) -> dict[str, Any]:
-    if not job.finalized_at:  # the event goes out before the mark: at least once (lipsync.job_events)
+    if not job.finalized_at:  # the event goes out before the mark: at least once (lipsync.jobs.events)
         write_job_document(storage, job, events)
         job = store.set_fields(job.job_id, {"finalizedAt": utc_now()})
     return {"status": job.status, "outputKey": job.output_key if job.output_checksum else None}
 
 
 def _copy_output(store: JobStore, storage: Storage, sync: SyncClient, job: Job, http: httpx.Client) -> Job:
-    """Stream the output into outputs/ (see lipsync.output_copy) and record its checksum."""
+    """Stream the output into outputs/ (see lipsync.generation.output_copy) and record its checksum."""
     generation_id, key = job.generation_id, job.output_key
     if not (generation_id and key):
         raise OutputUnavailableError(f"job {job.job_id} has no generation or output key to copy")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from lipsync.cost import CostEstimate, actual_cost
 from lipsync.observability import count_by, gauge, usd
+from lipsync.plan.cost import CostEstimate, actual_cost
 
 if TYPE_CHECKING:
-    from lipsync.jobs import Job
+    from lipsync.jobs.model import Job
 
 SPEND_PREFIX = "spend#"
 
