@@ -128,6 +128,10 @@ class FakeStorage:
         self.documents[key] = json.loads(body)
         self.writes.append(key)
 
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        self.put(key, data, content_type=content_type)
+        self.writes.append(key)
+
     def upload(
         self,
         key: str,

@@ -9,7 +9,9 @@ from typing import Any
 
 import boto3
 
-from lipsync.jobs.model import Job, status_rank
+from lipsync.jobs import dynamo
+from lipsync.jobs.model import Job, is_final
+from lipsync.jobs.transitions import Lane
 from lipsync.jobs.store import DynamoJobStore
 from lipsync.plan.admission import DynamoAdmission
 from local.stack.template import load_template
@@ -30,12 +32,14 @@ class SeededStore(DynamoJobStore):
     """The real store, plus test helpers: seed a record as stored, and read raw items."""
 
     def put(self, job: Job) -> Job:
-        values = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
-            "statusRank": status_rank(job.status)
-        }
+        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
         if job.queue_key and job.status == "QUEUED":
-            values["queue"] = "queued"
-        self._client.put_item(TableName=self.table, Item=self.codec.item(values))
+            values["queue"] = Lane.QUEUED
+        elif job.queue_key and job.status == "BUDGET_HOLD":
+            values["queue"] = Lane.HELD
+        elif job.queue_key and is_final(job.status) and not job.finalized_at:
+            values["queue"] = Lane.ENDED
+        self._client.put_item(TableName=self.table, Item=dynamo.item(values))
         found = self.get(job.job_id)
         if found is None:
             raise LookupError(job.job_id)
@@ -47,7 +51,8 @@ class SeededStore(DynamoJobStore):
         return {
             str(plain["jobId"]): plain
             for page in pages
-            for plain in (self.codec.plain(item) for item in page.get("Items", []))
+            for plain in (dynamo.plain(item) for item in page.get("Items", []))
+            if "status" in plain
         }
 
 

@@ -18,13 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from lipsync.jobs.model import Job, JobStatus
 from lipsync.media_duration import media_seconds
 from lipsync.plan.cost import (
-    DEFAULT_PRICES_USD_PER_SECOND,
     Basis,
     CostEstimate,
     CostEstimator,
-    PriceTable,
     output_seconds,
 )
+from lipsync.plan.prices import DEFAULT_PRICES_USD_PER_SECOND, PriceTable
 from lipsync_cli.errors import UsageError
 from lipsync_cli.submission import Submission
 from lipsync_cli.targets import Target

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits, read_secret, secret_reader
+from lipsync.config import DispatchSettings, LifecycleTimings, PlanLimits, TokenKeys, secret_reader
 from lipsync.generation.lifecycle import Slots, stop, workflow_error
 from lipsync.generation.workflow import StepFunctionsWorkflow
 from lipsync.jobs.events import EventBridgeJobEvents
@@ -29,6 +29,7 @@ from lipsync.plan.kicks import SqsKicker
 from lipsync.queue.dispatch import Dispatcher, DispatchReport
 from lipsync.queue.status import queue_gauges
 from lipsync.storage import S3Storage
+from lipsync.sweep import sweep
 from lipsync.syncso.client import SyncClient
 
 
@@ -62,7 +63,7 @@ def wiring() -> Wiring:
             sync=sync,
             workflow=StepFunctionsWorkflow(settings.state_machine_arn),
             kicker=kicker,
-            token_key=read_secret(settings.webhook_token_key_secret),
+            token_key=TokenKeys(settings.webhook_token_key_secret).current,
             events=events,
         ),
         Slots(admission, kicker, limits.transient_retries),
@@ -85,6 +86,12 @@ def report_metrics(report: DispatchReport) -> None:
         count("UnknownApiStatus", len(report.unknown_statuses))
     if report.released:
         count("SlotsRecovered", report.released)
+    if report.announced:
+        count("EndingsRecovered", report.announced)
+    if report.unservable:
+        count("JobsUnservable", report.unservable)
+    if report.stopped:
+        count("CreatesAbandoned", report.stopped)
     for kind, creates in report.throttled.items():
         count_by("Throttled", "Kind", kind, creates)
 
@@ -124,7 +131,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return result
     run = wiring().dispatcher
     budget = context.get_remaining_time_in_millis() / 1000 - 15  # leave time to record a last create
-    report = run.sweep(budget) if event.get("sweep") else run.run(budget)
+    wired = wiring()
+    report = sweep(run, wired.sync, wired.slots, budget) if event.get("sweep") else run.run(budget)
     report_metrics(report)
     if event.get("sweep"):
         report_queue(wiring().store)

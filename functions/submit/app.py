@@ -21,8 +21,9 @@ from lipsync.config import IntakeSettings, secret_reader
 from lipsync.jobs.events import EventBridgeJobEvents
 from lipsync.jobs.store import DynamoJobStore
 from lipsync.observability import count, lambda_handler, logger
-from lipsync.plan.cost import CostEstimator, PriceTable
+from lipsync.plan.cost import CostEstimator
 from lipsync.plan.kicks import SqsKicker
+from lipsync.plan.prices import PriceTable
 from lipsync.queue.intake import Intake
 from lipsync.s3_events import ObjectCreated, created_objects
 from lipsync.storage import S3Storage

@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lipsync.config import WebhookSettings, read_secret
+from lipsync.config import TokenKeys, WebhookSettings, read_secret
 from lipsync.generation.webhooks import WebhookReceiver, WebhookRejectedError, parse_signing_secrets
 from lipsync.generation.workflow import StepFunctionsWorkflow
 from lipsync.jobs.store import DynamoJobStore
@@ -24,8 +24,8 @@ def receiver() -> WebhookReceiver:
     return WebhookReceiver(
         store=DynamoJobStore(settings.jobs_table),
         workflow=StepFunctionsWorkflow(),
-        # Read through the Parameters cache on every delivery, so a rotated secret is picked up.
-        token_key=lambda: read_secret(settings.webhook_token_key_secret),
+        # Read through a few minutes' cache on every delivery, so a rotated secret is picked up.
+        token_keys=TokenKeys(settings.webhook_token_key_secret).keys,
         signing_secrets=lambda: parse_signing_secrets(read_secret(settings.webhook_signing_secrets)),
     )
 

@@ -121,13 +121,23 @@ class Delivery:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
+DeadLetter = Callable[["Delivery"], None]
+
+
 class AsyncInvoker:
-    """Lambda's asynchronous invocation: queued, run in the background, retried on error."""
+    """Lambda's asynchronous invocation: queued, run in the background, retried on error; an event
+    that failed every attempt goes to the function's dead-letter queue when it has one."""
 
     def __init__(
-        self, invoke: Invoker, retries: int = 2, retry_delay: float = 1.0, workers: int = 32
+        self,
+        invoke: Invoker,
+        retries: int = 2,
+        retry_delay: float = 1.0,
+        workers: int = 32,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self._invoke = invoke
+        self._dead_letter = dead_letter
         self.retries = retries
         self.retry_delay = retry_delay
         self._stop = threading.Event()
@@ -159,6 +169,11 @@ class AsyncInvoker:
                 if not errored:
                     return
             delivery.dropped = True
+            if self._dead_letter is not None:
+                try:
+                    self._dead_letter(delivery)
+                except Exception:
+                    logger.exception("could not dead-letter the async invocation of %s", delivery.function)
             logger.warning(
                 "async invocation of %s from %s failed %d times, dropped: %s",
                 delivery.function,
@@ -283,8 +298,9 @@ class EventSources:
         sfn: Any,
         invoke: Invoker,
         schedule_period_seconds: float | None = None,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
-        self.invoker = AsyncInvoker(invoke)
+        self.invoker = AsyncInvoker(invoke, dead_letter=dead_letter)
         self.timers = [
             ScheduleTimer(s, schedule_period_seconds or s.period_seconds, self.invoker)
             for s in schedules

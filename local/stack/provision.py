@@ -46,6 +46,7 @@ class FunctionSpec:
     layer_dirs: tuple[Path, ...]
     environment: dict[str, str]
     reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
+    dead_letter_arn: str | None = None  # DeadLetterConfig.TargetArn: failed async invocations go there
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,7 @@ class Provisioner:
             layer_dirs=tuple(self._layers[layer] for layer in layers),
             environment=environment,
             reserved_concurrency=reserved,
+            dead_letter_arn=(props.get("DeadLetterConfig") or {}).get("TargetArn"),
         )
         self._set(name, function_name, Arn=arn)
 

@@ -23,7 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from local.sync_emulator import EmulatorConfig, SyncEmulator
 
 from .aws_middleware import MotoServer
-from .events import EventSources
+from .events import Delivery, EventSources
 from .front_door import FrontDoor
 from .provision import ProvisionedStack, Provisioner
 from .sqs_poller import SqsPoller
@@ -305,6 +305,7 @@ class OneMachineStack:
             self.client("stepfunctions"),
             self._invoke_for_event,
             self.schedule_period_seconds,
+            dead_letter=self._dead_letter,
         )
         self.event_sources.start()
 
@@ -413,6 +414,27 @@ class OneMachineStack:
         if errored:
             raise FunctionError(function, result)
         return result
+
+    def _dead_letter(self, delivery: Delivery) -> None:
+        """What Lambda does with an async event that failed every attempt: the function's
+        DeadLetterConfig queue gets it, with the error as message attributes."""
+        arn = self.workers[delivery.function].spec.dead_letter_arn
+        if not arn:
+            return
+        sqs = self.client("sqs")
+        url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
+        result = delivery.result if isinstance(delivery.result, dict) else {}
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=json.dumps(delivery.event),
+            MessageAttributes={
+                "ErrorCode": {"DataType": "String", "StringValue": str(result.get("errorType", "Unhandled"))},
+                "ErrorMessage": {
+                    "DataType": "String",
+                    "StringValue": str(result.get("errorMessage", ""))[:1000],
+                },
+            },
+        )
 
     def _invoke_for_event(self, function: str, event: Any) -> tuple[Any, bool]:
         worker = self.workers.get(function)

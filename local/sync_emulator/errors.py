@@ -14,6 +14,7 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.delay_seconds = 0.0  # an injected failure may be answered late (scenario delaySeconds)
 
 
 def reason(status: int) -> str:

@@ -12,6 +12,9 @@ OUTCOMES = ("COMPLETED", "FAILED", "REJECTED", "NEVER")
 STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED", "REJECTED")
 # A create whose Idempotency-Key is still in use by an unanswered request: 409, or wait and replay.
 DUPLICATE_MODES = ("conflict", "wait")
+# An outage of the whole API for a while: every /v2 request answers 503, or the connection is
+# dropped without an answer (nothing reaches the service either way: nothing is created).
+OUTAGE_MODES = ("unavailable", "drop")
 
 DEFAULTS: dict[str, Any] = {
     "webhook": "deliver",
@@ -27,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "latencySeconds": 0,
     "outputDownloadFailures": 0,
     "concurrentDuplicate": "conflict",
+    "outage": None,
 }
 
 
@@ -50,6 +54,8 @@ def _check_failures(key: str, value: Any, errors: list[str]) -> None:
             errors.append(f"{key}.{i}.retryAfterSeconds must be a non-negative number")
         if not isinstance(entry.get("afterCreate", False), bool):
             errors.append(f"{key}.{i}.afterCreate must be a boolean")
+        if not _number(entry.get("delaySeconds", 0)):
+            errors.append(f"{key}.{i}.delaySeconds must be a non-negative number")
 
 
 def validate(update: Any) -> None:
@@ -79,6 +85,12 @@ def validate(update: Any) -> None:
             errors.append(f"{key} must be a non-negative integer")
         elif key in ("outcomeErrorCode", "outcomeError") and not isinstance(value, str):
             errors.append(f"{key} must be a string")
+        elif key == "outage" and not (
+            isinstance(value, dict)
+            and _number(value.get("seconds"))
+            and value.get("mode", "unavailable") in OUTAGE_MODES
+        ):
+            errors.append(f"outage must be {{seconds: number, mode: {' | '.join(OUTAGE_MODES)}}}")
     if errors:
         raise bad_request(errors)
 

@@ -99,13 +99,29 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             self._admin(method, path, params)  # no auth, not logged
             return
+        outage = self.engine.outage() if path.startswith("/v2") else None
+        if outage == "drop":  # the connection breaks before any answer; nothing reached the API
+            self._log(method, path, params, 0)
+            self.close_connection = True
+            return
         # Closed once the answer is out (or the send failed): releases what a request holds
         # until then, e.g. its Idempotency-Key.
         with contextlib.ExitStack() as self._after_send:
+            delay = 0.0
             try:
+                if outage == "unavailable":
+                    raise ApiError(
+                        503,
+                        {
+                            "statusCode": 503,
+                            "errorCode": "service_unavailable",
+                            "message": "Service Unavailable",
+                        },
+                    )
                 status, payload, headers = self._api(method, path, params)
             except ApiError as error:
                 status, payload, headers = error.status, error.body, error.headers
+                delay = error.delay_seconds
             except Exception as exc:  # an emulator bug must still answer, like a real 500
                 self.log_error("unhandled error: %r", exc)
                 status, headers = 500, {}
@@ -117,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(method, path, params, status)
             if method == "POST" and path == "/v2/generate":
                 self.engine.note_create_answer(status, payload)
-            latency = self.engine.latency()
+            latency = self.engine.latency() + delay
             if latency:
                 time.sleep(latency)
             self._send(status, payload, headers)

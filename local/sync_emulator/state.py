@@ -188,6 +188,7 @@ class Engine:
         self._create_requests = 0
         self._created = 0
         self._rejected = {"concurrency": 0, "rate": 0, "other": 0}
+        self._outage: tuple[float, str] | None = None  # (until, mode)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -220,7 +221,21 @@ class Engine:
         scenario.validate(update)
         with self._cond:
             self._scenario = scenario.merge(self._scenario, update)
+            if "outage" in update:
+                outage = update["outage"]
+                self._outage = (
+                    (time.time() + float(outage["seconds"]), str(outage.get("mode", "unavailable")))
+                    if outage
+                    else None
+                )
             return copy.deepcopy(self._scenario)
+
+    def outage(self) -> str | None:
+        """The outage mode while one lasts (scenario `outage`), else None."""
+        with self._cond:
+            if self._outage is None or time.time() >= self._outage[0]:
+                return None
+            return self._outage[1]
 
     def log_request(self, entry: dict[str, Any]) -> None:
         with self._cond:
@@ -390,6 +405,7 @@ class Engine:
             )
         if retry_after is not None:
             error.headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
+        error.delay_seconds = float(entry.get("delaySeconds", 0) or 0)  # answered this late
         return error
 
     # --------------------------------------------------------------------- create

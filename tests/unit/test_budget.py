@@ -13,7 +13,8 @@ from lipsync.jobs.store import HELD_PARTITION
 from lipsync.observability import metrics
 from lipsync.plan.admission import free_slot
 from lipsync.plan.budget import month_of
-from lipsync.plan.cost import CostEstimator, PriceTable
+from lipsync.plan.cost import CostEstimator
+from lipsync.plan.prices import PriceTable
 from lipsync.queue.dispatch import Dispatcher
 from lipsync.queue.intake import Intake
 from tests.media_bytes import wav_bytes

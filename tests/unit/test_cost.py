@@ -18,10 +18,10 @@ from lipsync.plan.cost import (
     UPPER_BOUND_SECONDS,
     CostEstimate,
     CostEstimator,
-    PriceTable,
     actual_cost,
     output_seconds,
 )
+from lipsync.plan.prices import PriceTable
 from lipsync.queue.planning import RequestTemplate
 from tests.fakes import FakeStorage, FakeSyncApi
 from tests.media_bytes import wav_bytes

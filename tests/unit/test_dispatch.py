@@ -13,11 +13,17 @@ import httpx
 import pytest
 
 from lipsync.config import DispatchSettings, IntakeSettings, LifecycleTimings, PlanLimits
+from lipsync.generation.deadlines import WATCH_SECONDS
+from lipsync.generation.lifecycle import Slots
+from lipsync.jobs import dynamo
+from lipsync.jobs import transitions as t
 from lipsync.jobs.events import JobEvents
 from lipsync.jobs.model import Job, JobStatus
-from lipsync.jobs.store import Update
-from lipsync.queue.dispatch import LEASE_SECONDS, MAX_UNCERTAIN_CREATES, Dispatcher, DispatchReport
+from lipsync.jobs.transitions import F, Move
+from lipsync.plan.admission import SlotHolder
+from lipsync.queue.dispatch import LEASE_SECONDS, UNCERTAIN_WINDOW_SECONDS, Dispatcher, DispatchReport
 from lipsync.queue.intake import Intake
+from lipsync.sweep import sweep
 from lipsync.syncso.webhook_auth import job_token
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
 from tests.tables import ADMISSION_TABLE, JOBS_TABLE, SeededStore, make_tables
@@ -56,20 +62,40 @@ def api_error(status: int, code: str | None, message: str = "no", **extra: Any) 
 
 @dataclass
 class SyncScript:
-    """sync.so for dispatch: answers POSTs from `replies` first, then 201s with fresh ids."""
+    """sync.so for dispatch: answers POSTs from `replies` first, then 201s with fresh ids (an
+    Idempotency-Key seen before gets its generation again); lists what it made, newest first."""
 
     replies: list[httpx.Response | Callable[[httpx.Request], httpx.Response]] = field(default_factory=list)
     created: int = 0
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v2/generations":
+            return httpx.Response(200, json=list(reversed(self.generations)))
         if request.method == "GET":
             generation_id = request.url.path.rsplit("/", 1)[-1]
             return httpx.Response(200, json={"id": generation_id, "status": "PROCESSING"})
         if self.replies:
             reply = self.replies.pop(0)
             return reply(request) if callable(reply) else reply
+        return httpx.Response(201, json=self.create(request))
+
+    def create(self, request: httpx.Request) -> dict[str, Any]:
+        """What sync.so keeps for a create it accepted (the same one again for a known key)."""
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.by_key:
+            return self.by_key[key]
         self.created += 1
-        return httpx.Response(201, json={"id": f"gen-{self.created}", "status": "PENDING"})
+        generation = {
+            "id": f"gen-{self.created}",
+            "status": "PENDING",
+            "createdAt": "2026-11-29T10:00:00.000Z",
+            "webhookUrl": json.loads(request.content).get("webhookUrl"),
+        }
+        self.generations.append(generation)
+        self.by_key[key] = generation
+        return generation
 
 
 @dataclass
@@ -117,6 +143,10 @@ class World:
             clock=lambda: self.now[0],
             events=events,
         )
+
+    def sweep(self, concurrency: int = 3) -> DispatchReport:
+        dispatcher = self.dispatcher(concurrency=concurrency)
+        return sweep(dispatcher, self.api.client(), Slots(self.admission, self.kicker))
 
     def drop_pair(self, name: str, arrived: str) -> Job:
         self.storage.put(f"inputs/{name}.mp4", f"video {name}".encode())
@@ -174,7 +204,8 @@ def test_intake_queues_without_calling_sync_or_presigning(world: World) -> None:
     job = world.drop_pair("a", at(1))
     assert job.status == JobStatus.QUEUED
     assert world.api.requests == []
-    assert "presigned" not in (job.request_template or "")
+    assert job.request is not None
+    assert "presigned" not in (job.request.text or "")
     assert world.store.queue_head(10) == [job.job_id]
 
 
@@ -362,19 +393,51 @@ def test_an_uncertain_answer_naming_the_generation_is_adopted_without_another_po
     assert world.workflow.starts[0][1]["generationId"] == "gen-adopted"
 
 
-def test_a_create_that_stays_uncertain_ends_failed_after_its_budget(world: World) -> None:
+def outage(request: httpx.Request) -> httpx.Response:
+    return api_error(503, None)
+
+
+def test_a_five_minute_outage_during_a_create_fails_nothing_and_pays_once(world: World) -> None:
+    """Issue 14, item 7: 8 uncertain tries used to end FAILED create_outcome_unknown after 4-5 min."""
     world.drop_pair("a", at(1))
-    world.script.replies.extend(api_error(503, None) for _ in range(MAX_UNCERTAIN_CREATES))
-    for _ in range(MAX_UNCERTAIN_CREATES + 1):
+    world.script.replies.extend([outage] * 40)
+    started = world.now[0]
+    while world.now[0] - started < 1200:  # longer than the 8 tries (4-5 min) that used to fail it
         world.dispatcher().run()
-        world.now[0] += 200
+        world.now[0] += 5
+    assert world.job("a").status == "SUBMITTING"  # still trying, still holding its slot
+    assert len(world.posts()) > 8
+    world.script.replies.clear()
+    world.now[0] += UNCERTAIN_BACKOFF + 1
+    world.dispatcher().run()
     job = world.job("a")
-    assert job.status == "FAILED"
+    assert job.status == "PENDING"
+    keys = {post.headers["Idempotency-Key"] for post in world.posts()}
+    bodies = {post.content for post in world.posts()}
+    assert keys == {f"{job.job_id}.1"}
+    assert len(bodies) == 1
+    assert world.script.created == 1
+
+
+def test_a_create_that_stays_uncertain_for_the_whole_window_is_stopped_not_failed(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.drop_pair("b", at(2))
+    world.script.replies.extend([outage] * 1000)
+    dispatcher = world.dispatcher(concurrency=1)
+    started = world.now[0]
+    while world.now[0] - started <= UNCERTAIN_WINDOW_SECONDS + UNCERTAIN_BACKOFF:
+        dispatcher.run()
+        world.now[0] += UNCERTAIN_BACKOFF
+    job = world.job("a")
+    assert job.status == "STOPPED"
     assert job.error is not None
     assert job.error.code == "create_outcome_unknown"
-    assert len(world.posts()) == MAX_UNCERTAIN_CREATES
-    assert world.held() == {}
-    assert "outputs/a.json" in world.storage.documents
+    assert "24 h" in job.error.message
+    assert world.storage.documents["outputs/a.json"]["status"] == "STOPPED"
+    assert world.job("b").status == "SUBMITTING"  # the freed slot went to the next job
+
+
+UNCERTAIN_BACKOFF = 380  # the longest backoff between two sends of one uncertain create, jitter included
 
 
 def test_a_crash_after_the_claim_is_re_driven_after_the_lease_with_the_same_bytes(world: World) -> None:
@@ -398,7 +461,7 @@ def test_two_dispatchers_never_claim_one_job_or_one_slot(world: World) -> None:
     one, two = world.dispatcher(concurrency=1), world.dispatcher(concurrency=1)
     stale = world.admission.read()
     one.run()
-    lost = two._claim(stale, 0, world.store.queue_head(5), world.now[0], DispatchReport())
+    lost, _moved = two._claim(stale, 0, world.store.queue_head(5), world.now[0], DispatchReport())
     assert lost is None  # lost the race
     two.run()
     assert len(world.posts()) == 1
@@ -460,21 +523,34 @@ def test_the_sweep_frees_slots_of_jobs_that_are_no_longer_in_flight(world: World
         world.drop_pair(f"j{index}", at(index))
     world.dispatcher(concurrency=3).run()
     ended = world.job("j0")
-    world.store.advance(ended.job_id, "COMPLETED", "poll")
+    world.store.apply(t.change(ended, Move.FINISH, JobStatus.COMPLETED, "poll"))
     gone = world.job("j1")
-    world.store._client.delete_item(TableName=JOBS_TABLE, Key=world.store.codec.item({"jobId": gone.job_id}))
+    world.store._client.delete_item(TableName=JOBS_TABLE, Key=dynamo.item({"jobId": gone.job_id}))
     world.drop_pair("next", at(9))
-    report = world.dispatcher(concurrency=3).sweep()
+    report = world.sweep(concurrency=3)
     assert report.released == 2
     assert world.job("next").status == "PENDING"
     assert len(world.held()) == 2
 
 
-def test_the_sweep_stops_a_job_nothing_followed_past_its_deadline(world: World) -> None:
+def test_the_sweep_frees_a_slot_held_past_every_bound_and_stops_a_job_nothing_followed(world: World) -> None:
     world.drop_pair("orphan", at(1))
     world.dispatcher(concurrency=1).run()
-    world.now[0] += TIMINGS.max_job_seconds + 3601
-    report = world.dispatcher(concurrency=1).sweep()
+    world.now[0] += 2 * TIMINGS.max_job_seconds + 3601  # a workflow frees it at twice the deadline
+    report = world.sweep(concurrency=1)
+    assert report.released == 1
+    assert world.held() == {}
+    assert world.job("orphan").status == "PENDING"  # sync.so may still finish it: not ended
+    world.store.apply(t.note(world.job("orphan").job_id, {F.ATTEMPT_SLOT: 0}))
+    world.admission.claim(
+        world.admission.read(),
+        0,
+        SlotHolder(job_id=world.job("orphan").job_id, since=1000.0),
+        60,
+        t.note(world.job("orphan").job_id, {}),
+    )
+    world.now[0] = 1000.0 + WATCH_SECONDS + 3601
+    report = world.sweep(concurrency=1)
     assert report.released == 1
     job = world.job("orphan")
     assert job.status == "STOPPED"
@@ -495,7 +571,7 @@ def test_the_earliest_delayed_kick_wins(world: World) -> None:
 def seed_queue(world: World, count: int) -> None:
     """`count` queued jobs, written directly (as `count` uploads would leave them), in arrival order."""
     template = world.drop_pair("template", at(0))
-    world.store.apply(Update(template.job_id, remove=("queue",)))  # keep it out of line
+    world.store.apply(t.note(template.job_id, {}, clear=[F.LANE]))  # keep it out of line
     requests: list[Any] = []
     for index in range(count):
         arrived = f"2026-11-29T10:{index // 6000:02d}:{index // 100 % 60:02d}.{index % 100:03d}Z"
@@ -506,11 +582,8 @@ def seed_queue(world: World, count: int) -> None:
                 "queue_key": f"{arrived}#{index:032x}",
             }
         )
-        stored = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {
-            "statusRank": 0,
-            "queue": "queued",
-        }
-        requests.append({"PutRequest": {"Item": world.store.codec.item(stored)}})
+        stored = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {"queue": "queued"}
+        requests.append({"PutRequest": {"Item": dynamo.item(stored)}})
     for start in range(0, len(requests), 25):
         world.store._client.batch_write_item(RequestItems={JOBS_TABLE: requests[start : start + 25]})
 
@@ -534,3 +607,200 @@ def dispatch_from_a_long_queue(world: World, count: int) -> None:
 
 def test_a_long_queue_dispatches_from_the_index_head_without_a_scan(world: World) -> None:
     dispatch_from_a_long_queue(world, 300)  # 10,000: tests/load/test_ten_thousand.py (make load)
+
+
+# ---------------------------------------------------------------------------- issue 14: pay once
+
+
+def created_then(error: Callable[[httpx.Request], httpx.Response], script: SyncScript) -> Reply:
+    """sync.so creates the generation, but the answer is lost (the client sees `error` instead)."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        script.create(request)
+        return error(request)
+
+    return reply
+
+
+def read_timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("the answer came too late", request=request)
+
+
+Reply = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        api_error(429, "rate_limit_exceeded"),
+        api_error(429, "concurrency_limit_reached", retryAfterSeconds=10),
+        api_error(401, None, "Unauthorized"),
+        api_error(402, "account_payment_required"),
+    ],
+    ids=["429-rate", "429-concurrency", "401", "402"],
+)
+def test_a_lost_answer_then_a_refusal_resends_the_same_key_and_pays_once(
+    world: World, refusal: httpx.Response
+) -> None:
+    """Issue 14, item 2: the retry under the key met a 429 (or 401/402); the next claim used a new
+    key and sync.so made a second, paid generation whose output was never copied."""
+    world.drop_pair("a", at(1))
+    world.script.replies.extend([created_then(read_timeout, world.script), refusal])
+    for _ in range(12):
+        world.dispatcher().run()
+        world.now[0] = max(world.now[0], world.admission.read().paused_until) + UNCERTAIN_BACKOFF
+    job = world.job("a")
+    assert job.status == "PENDING"
+    assert world.script.created == 1
+    assert {post.headers["Idempotency-Key"] for post in world.posts()} == {f"{job.job_id}.1"}
+    assert len({post.content for post in world.posts()}) == 1
+    assert job.generation_id == "gen-1"
+
+
+def test_a_refused_connection_is_a_definite_no_and_the_job_waits_in_line(world: World) -> None:
+    world.drop_pair("a", at(1))
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    world.script.replies.append(refused)
+    report = world.dispatcher().run()
+    assert report.uncertain == 0
+    assert report.requeued == {"not_sent": 1}
+    assert report.paused == "sync_unreachable"
+    job = world.job("a")
+    assert (job.status, job.attempt) == ("QUEUED", None)
+    world.now[0] = world.admission.read().paused_until + 0.1
+    world.dispatcher().run()
+    assert world.job("a").status == "PENDING"
+
+
+def test_a_2xx_whose_body_is_not_a_generation_is_uncertain_and_never_fails_the_job(world: World) -> None:
+    """Issue 14, item 10: a malformed 201 crashed dispatch; after the redrives a billed generation
+    ended FAILED and was never followed."""
+    world.drop_pair("a", at(1))
+
+    def garbled(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(201, content=b"<html>gateway</html>")
+
+    world.script.replies.append(created_then(garbled, world.script))
+    report = world.dispatcher().run()
+    assert report.uncertain == 1
+    world.now[0] += UNCERTAIN_BACKOFF
+    world.dispatcher().run()
+    job = world.job("a")
+    assert (job.status, job.generation_id, world.script.created) == ("PENDING", "gen-1", 1)
+
+
+def test_an_uncertain_create_found_by_its_webhook_url_is_adopted_without_another_post(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.script.replies.append(created_then(lambda request: api_error(500, None), world.script))
+    world.dispatcher().run()
+    world.now[0] += UNCERTAIN_BACKOFF
+    report = world.dispatcher().run()
+    assert report.adopted == 1
+    assert len(world.posts()) == 1
+    assert world.job("a").generation_id == "gen-1"
+
+
+def test_inputs_that_died_while_a_create_was_uncertain_make_a_fresh_attempt(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.script.replies.extend(
+        [api_error(503, None), api_error(422, "generation_input_video_inaccessible", "inaccessible")]
+    )
+    world.dispatcher().run()
+    world.now[0] += UNCERTAIN_BACKOFF
+    report = world.dispatcher().run()
+    assert report.requeued.get("inputs_expired") == 1
+    job = world.job("a")
+    assert job.status == "PENDING"  # claimed again at once, with new URLs under a new key
+    assert world.posts()[-1].headers["Idempotency-Key"] == f"{job.job_id}.2"
+
+
+# ---------------------------------------------------------------------------- issue 14: no job blocks another
+
+
+def test_a_job_whose_record_cannot_be_stored_ends_invalid_and_the_queue_moves_on(world: World) -> None:
+    """Issue 14, item 1: every claim of a job past DynamoDB's item limit was cancelled, read as
+    contention, and retried for ever: nothing behind it ran."""
+    big = world.drop_pair("big", at(1))
+    bloated = big.model_copy(update={"warnings": ["x" * 1000] * 402})  # just under 400 KB
+    world.store.put(bloated)
+    world.drop_pair("next", at(2))
+    report = world.dispatcher(concurrency=1).run()
+    assert report.unservable == 1
+    ended = world.job("big")
+    assert ended.status == "INVALID"
+    assert ended.error is not None
+    assert "400 KB" in ended.error.message
+    assert world.storage.documents["outputs/big.json"]["status"] == "INVALID"
+    assert world.job("next").status == "PENDING"
+    assert world.held() == {0: world.job("next").job_id}
+
+
+class StuckAdmission:
+    """The real admission, except that every claim meets contention (another dispatcher, always)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        from lipsync.plan.admission import ClaimOutcome
+
+        return ClaimOutcome.PLAN_CHANGED
+
+
+def test_a_run_that_made_no_progress_does_not_kick_itself_again(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.admission = StuckAdmission(world.admission)
+    report = world.dispatcher().run()
+    assert report.stopped_because == "time or step budget"
+    assert "continue" not in {reason for _, reason in world.kicker.kicks}
+
+
+def test_history_stays_bounded_however_often_a_job_goes_back_in_line(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.script.replies.extend(api_error(429, "rate_limit_exceeded") for _ in range(150))
+    for _ in range(150):
+        world.dispatcher().run()
+        world.now[0] = world.admission.read().paused_until + 0.01
+    job = world.job("a")
+    assert job.status == "QUEUED"
+    assert len(job.history) <= t.HISTORY_LIMIT + 1
+    assert any("folded" in (entry.detail or "") for entry in job.history)
+    assert job.history[0].source == "intake"
+    item = world.store._client.get_item(TableName=JOBS_TABLE, Key=dynamo.item({"jobId": job.job_id}))["Item"]
+    assert len(json.dumps(item)) < 40_000
+
+
+def test_a_large_manifest_stays_out_of_the_record_and_is_sent_whole(world: World) -> None:
+    """Issue 14, item 1: a 230 KB manifest (per-frame bounding boxes) plus its rendered body passed
+    DynamoDB's 400 KB item limit; now both live in the bucket by key and checksum."""
+    world.storage.put("footage/a.mp4", b"video")
+    world.storage.put("voice/a.wav", b"audio")
+    boxes = [[10 + i % 50, 20, 300, 400] for i in range(12_000)]
+    manifest = {
+        "input": [{"type": "video", "url": "footage/a.mp4"}, {"type": "audio", "url": "voice/a.wav"}],
+        "options": {"active_speaker_detection": {"bounding_boxes": boxes}},
+    }
+    body = json.dumps(manifest).encode()
+    assert 200_000 < len(body) < 256 * 1024
+    world.storage.put("jobs/big.json", body)
+    outcome, job = world.intake().handle(world.storage.event("jobs/big.json"))
+    assert outcome == "queued"
+    assert job is not None
+    assert job.request is not None
+    assert job.request.s3_key is not None
+    assert job.request.text is None
+    world.dispatcher().run()
+    (post,) = world.posts()
+    assert len(sent(post)["options"]["active_speaker_detection"]["bounding_boxes"]) == 12_000
+    stored = world.job("big")
+    assert stored.status == "PENDING"
+    item = world.store._client.get_item(TableName=JOBS_TABLE, Key=dynamo.item({"jobId": stored.job_id}))[
+        "Item"
+    ]
+    assert len(json.dumps(item)) < 20_000

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, Json, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, field_validator, model_validator
 
 SECRET_CACHE_SECONDS = 300
 
@@ -31,14 +31,33 @@ class SyncApiSettings(StoreSettings):
     sync_api_timeout_seconds: float = Field(8.0, validation_alias="SYNC_API_TIMEOUT_SECONDS", gt=0, le=25)
 
 
+MAX_DEADLINE_SECONDS = 86400  # the watch window (48 h) must outlast any deadline by a day
+
+
 class LifecycleTimings(BaseModel):
-    """Timings the submit function hands to each job's execution."""
+    """Timings the dispatcher hands to each job's execution, checked against each other at cold
+    start (CloudFormation's rules cannot compare two numbers): a deploy with timings that cannot
+    work fails in the dispatcher's first invocation, with the reason in its log, and no job is sent."""
 
     webhook_timeout_seconds: int = Field(validation_alias="WEBHOOK_TIMEOUT_SECONDS", ge=1)
     poll_first_interval_seconds: int = Field(validation_alias="POLL_FIRST_INTERVAL_SECONDS", ge=1)
     poll_backoff_rate: float = Field(validation_alias="POLL_BACKOFF_RATE", ge=1)
     poll_max_interval_seconds: int = Field(validation_alias="POLL_MAX_INTERVAL_SECONDS", ge=1)
-    max_job_seconds: int = Field(validation_alias="MAX_JOB_SECONDS", ge=1)
+    max_job_seconds: int = Field(validation_alias="MAX_JOB_SECONDS", ge=1, le=MAX_DEADLINE_SECONDS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.webhook_timeout_seconds > self.max_job_seconds:
+            raise ValueError(
+                f"WebhookTimeoutSeconds ({self.webhook_timeout_seconds}) must not exceed MaxJobSeconds "
+                f"({self.max_job_seconds}): a job would time out before it looked for its result"
+            )
+        if self.poll_first_interval_seconds > self.poll_max_interval_seconds:
+            raise ValueError(
+                f"PollFirstIntervalSeconds ({self.poll_first_interval_seconds}) must not exceed "
+                f"PollMaxIntervalSeconds ({self.poll_max_interval_seconds})"
+            )
+        return self
 
 
 class PlanningSettings(EnvSettings):
@@ -61,7 +80,7 @@ class CostSettings(EnvSettings):
     @field_validator("price_table_usd_per_second")
     @classmethod
     def _a_price_table(cls, value: str) -> str:
-        from lipsync.plan.cost import PriceTable
+        from lipsync.plan.prices import PriceTable
 
         PriceTable.from_json(value)  # a bad table fails at cold start, with the reason
         return value
@@ -118,6 +137,48 @@ def read_secret(name: str, *, fresh: bool = False) -> str:
 
     value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS, force_fetch=fresh)
     return value if isinstance(value, str) else value.decode()
+
+
+class TokenKeys:
+    """The webhook token key: the current version, and the previous one (Secrets Manager's
+    AWSPREVIOUS) for `overlap_seconds` after a rotation, so webhook URLs minted before it keep
+    working until their jobs end. Read at most every few minutes."""
+
+    def __init__(self, secret_id: str, client: Any = None, *, overlap_seconds: float = 72 * 3600) -> None:
+        self._secret_id = secret_id
+        self._client = client
+        self._overlap = overlap_seconds
+        self._keys: list[str] = []
+        self._read_at = 0.0
+
+    def current(self) -> str:
+        return self.keys()[0]
+
+    def keys(self) -> list[str]:
+        import time
+
+        if self._keys and time.monotonic() - self._read_at < SECRET_CACHE_SECONDS:
+            return self._keys
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("secretsmanager")
+        versions = self._client.list_secret_version_ids(SecretId=self._secret_id)["Versions"]
+        current = next(v for v in versions if "AWSCURRENT" in v.get("VersionStages", []))
+        previous = next((v for v in versions if "AWSPREVIOUS" in v.get("VersionStages", [])), None)
+        keys = [self._value(current["VersionId"])]
+        rotated = current.get("CreatedDate")
+        if previous is not None and rotated is not None:
+            from datetime import UTC, datetime
+
+            if (datetime.now(UTC) - rotated).total_seconds() < self._overlap:
+                keys.append(self._value(previous["VersionId"]))
+        self._keys, self._read_at = keys, time.monotonic()
+        return keys
+
+    def _value(self, version_id: str) -> str:
+        answer = self._client.get_secret_value(SecretId=self._secret_id, VersionId=version_id)
+        return str(answer["SecretString"])
 
 
 def secret_reader(name: str) -> Callable[[bool], str]:

@@ -17,7 +17,8 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 DEFAULT_NAMESPACE = "LipsyncPipeline"  # the template's MetricsNamespace default, for code run outside Lambda
 
 logger = Logger()
-metrics = Metrics()
+# The template sets the namespace; code run elsewhere (tests, the CLI) still flushes 100 metrics safely.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
 # Not every invocation has a metric to report (a duplicate event, an arm task); that is fine.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 

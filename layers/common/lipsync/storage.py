@@ -43,6 +43,8 @@ class Storage(Protocol):
 
     def put_json(self, key: str, document: dict[str, Any]) -> None: ...
 
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None: ...
+
     def upload(
         self,
         key: str,
@@ -99,13 +101,11 @@ class S3Storage:
         try:
             answer = self._s3.head_object(Bucket=self.bucket, Key=key, **extra)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {
-                "404",
-                "NoSuchKey",
-                "NotFound",
-                "NoSuchVersion",
-            }:
+            code = error.response.get("Error", {}).get("Code")
+            if code in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
                 return None
+            if version_id and code in {"400", "InvalidArgument"}:
+                return None  # S3's answer to a version id that is not one: no such version
             raise
         return ObjectInfo(
             key=key,
@@ -149,6 +149,9 @@ class S3Storage:
             Body=json.dumps(document, indent=2, ensure_ascii=False).encode(),
             ContentType="application/json",
         )
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     def upload(
         self,

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from boto3.dynamodb.conditions import Attr
 from pydantic import ValidationError
 
+from lipsync.jobs import transitions as t
 from lipsync.jobs.model import Job, utc_now
+from lipsync.jobs.transitions import F
 from lipsync.syncso.models import Generation, is_terminal
 from lipsync.syncso.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
 
@@ -53,12 +56,12 @@ class WebhookReceiver:
         self,
         store: JobStore,
         workflow: Workflow,
-        token_key: Callable[[], str],
+        token_keys: Callable[[], list[str]],
         signing_secrets: Callable[[], list[str]],
     ) -> None:
         self._store = store
         self._workflow = workflow
-        self._token_key = token_key
+        self._token_keys = token_keys
         self._signing_secrets = signing_secrets
 
     def receive(self, job_id: str, token: str | None, signature: str | None, body: bytes) -> WebhookResult:
@@ -66,7 +69,7 @@ class WebhookReceiver:
             raise WebhookRejectedError(413, f"body is larger than {MAX_BODY_BYTES} bytes", "too_large")
         if not token:
             raise WebhookRejectedError(401, "the webhook URL's token is missing", "missing_token")
-        if not verify_job_token(self._token_key(), job_id, token):
+        if not verify_job_token(self._token_keys(), job_id, token):
             raise WebhookRejectedError(403, "the webhook URL's token is not valid for this job", "bad_token")
         signed_form = self._check_signature(body, signature)
         generation = self._parse(body)
@@ -103,15 +106,16 @@ class WebhookReceiver:
         """Record that a delivery came and what it claimed, and wake the job's execution: its GET
         decides. Status, error and generation id are never taken from a webhook."""
         signal = {
-            "lastWebhookAt": utc_now(),
-            "webhookStatus": generation.status,
-            "webhookGenerationId": generation.id,
-            **({"webhookSignature": signed_form} if signed_form else {}),
+            F.LAST_WEBHOOK_AT: utc_now(),
+            F.WEBHOOK_STATUS: generation.status,
+            F.WEBHOOK_GENERATION_ID: generation.id,
+            **({F.WEBHOOK_SIGNATURE: signed_form} if signed_form else {}),
         }
-        updated = self._store.set_fields(job.job_id, signal)
+        updated = self._store.apply(t.note(job.job_id, signal)) or job
         ours = updated.generation_id == generation.id
-        woke = bool(ours and is_terminal(generation.status) and updated.task_token) and self._workflow.wake(
-            updated.task_token or "", {"webhookStatus": generation.status}
+        token = updated.attempt.task_token if updated.attempt else None
+        woke = bool(ours and is_terminal(generation.status) and token) and self._workflow.wake(
+            token or "", {"webhookStatus": generation.status}
         )
         return WebhookResult(
             applied=ours, status=generation.status, woke_workflow=woke, signed_form=signed_form
@@ -135,9 +139,19 @@ def arm_webhook_wait(
     """Store the task token. If a final webhook for this generation already arrived, wake right away.
 
     Each side is one atomic update that returns the whole record, so whichever comes second sees
-    the other's write: the webhook finds the token, or this task finds the webhook's signal.
+    the other's write: the webhook finds the token, or this task finds the webhook's signal. A job
+    that has moved on to another generation is woken at once: finalize then sees it is not its own.
     """
-    job = store.set_fields(job_id, {"taskToken": task_token})
+    job = store.apply(
+        t.note(
+            job_id,
+            {F.ATTEMPT_TASK_TOKEN: task_token},
+            when=t.generation_is(generation_id) & Attr(F.ATTEMPT).exists(),
+        )
+    )
+    if job is None:
+        workflow.wake(task_token, {"webhookStatus": None, "movedOn": True})
+        return {"armed": False, "webhookAlreadyArrived": False}
     early = (
         job.webhook_status
         if job.webhook_status

@@ -7,34 +7,51 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lipsync.generation.deadlines import deadline_seconds, late_check_seconds, slot_release_at, watch_until
+
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from lipsync.config import LifecycleTimings
+    from lipsync.jobs.model import Job
 
 
 def execution_input(
-    job_id: str, generation_id: str, timings: LifecycleTimings, now: datetime | None = None
+    job: Job, generation_id: str, timings: LifecycleTimings, now: datetime | None = None
 ) -> dict[str, Any]:
-    """What one generation's execution starts with: ids, the webhook wait and the polling schedule."""
+    """What one generation's execution starts with: ids, the webhook wait, the polling schedule and
+    the job's deadlines (see lipsync.generation.deadlines)."""
     started = now or datetime.now(UTC)
-    deadline = started + timedelta(seconds=timings.max_job_seconds)
+    output_seconds = (job.estimate or {}).get("seconds")
+    allowed = deadline_seconds(job.model, output_seconds, timings.max_job_seconds)
+    deadline = started + timedelta(seconds=allowed)
     return {
-        "jobId": job_id,
+        "jobId": job.job_id,
         "generationId": generation_id,
-        "webhookTimeoutSeconds": timings.webhook_timeout_seconds,
+        "webhookTimeoutSeconds": min(timings.webhook_timeout_seconds, allowed),
         "poll": {
             "firstIntervalSeconds": timings.poll_first_interval_seconds,
             "backoffRate": timings.poll_backoff_rate,
             "maxIntervalSeconds": timings.poll_max_interval_seconds,
-            "deadline": deadline.isoformat().replace("+00:00", "Z"),
+            "lateCheckSeconds": late_check_seconds(timings.poll_max_interval_seconds),
+            "createdAt": _iso(started),
+            "deadline": _iso(deadline),
+            "slotReleaseAt": _iso(slot_release_at(started, deadline)),
+            "watchUntil": _iso(watch_until(started)),
         },
         "reconcile": {
             "attempt": 0,
             "terminal": False,
+            "late": False,
             "nextWaitSeconds": timings.poll_first_interval_seconds,
         },
+        "finalize": {"attempt": 0, "next": "start", "nextWaitSeconds": 0},
+        "resume": "await",
     }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Workflow(Protocol):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lipsync.jobs.model import Job, JobStatus
+from lipsync.jobs.model import Job, JobStatus, utc_now
+from lipsync.jobs.transitions import F, not_announced, note, status_is
 from lipsync.observability import count_by, seconds
 from lipsync.storage import Storage
 
 if TYPE_CHECKING:
     from lipsync.jobs.events import JobEvents
+    from lipsync.jobs.store import JobStore
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -62,3 +64,21 @@ def report_finished(document: dict[str, Any]) -> None:
     ):
         if (value := timings.get(timing)) is not None:
             seconds(metric, value)
+
+
+def announce(store: JobStore, storage: Storage, job: Job, events: JobEvents | None = None) -> Job:
+    """A final job's ending, written once: its document and Job Finished event, then `finalizedAt`
+    (which takes it out of the `ended` lane). A writer that fails in between leaves the job in
+    that lane, and the sweep announces it (at least once; see lipsync.jobs.events)."""
+    if job.finalized_at:
+        return job
+    write_job_document(storage, job, events)
+    marked = store.apply(
+        note(
+            job.job_id,
+            {F.FINALIZED_AT: utc_now()},
+            clear=[F.LANE],
+            when=not_announced() & status_is(job.status),
+        )
+    )
+    return marked or store.get(job.job_id) or job

@@ -60,12 +60,16 @@ def job_summary(document: dict[str, Any]) -> dict[str, Any]:
 class EventBridgeJobEvents:
     # `client` is a boto3 EventBridge client (the project installs no type stubs for it).
     def __init__(self, bus_name: str = "default", client: Any = None) -> None:
-        if client is None:
+        self._client = client  # made on the first event: most invocations publish none
+        self._bus = bus_name or "default"
+
+    @property
+    def _events(self) -> Any:
+        if self._client is None:
             import boto3
 
-            client = boto3.client("events")
-        self._events = client
-        self._bus = bus_name or "default"
+            self._client = boto3.client("events")
+        return self._client
 
     @classmethod
     def from_env(cls) -> EventBridgeJobEvents:

@@ -1,115 +1,75 @@
-"""The jobs table: the single source of truth for every job, and the job queue.
+"""The jobs table: the single source of truth for every job, the job queue, and output names.
 
-Every write is one atomic DynamoDB call (or one item of a transaction, see lipsync.plan.admission).
-Status changes made by `advance` are conditional on moving forward (`statusRank` only
-grows), so duplicate, late and out-of-order updates change nothing. The two ways back,
-a job returned to the queue after a 429 or a transient failure, are explicit `Update`s with
-their own conditions.
+Writes are `Change`s from `lipsync.jobs.transitions` (one conditional UpdateItem each, or one
+item of a transaction that lipsync.plan.admission runs with the plan's slots), and the create
+of a record, atomic with the claim of its output names (`lipsync.jobs.names`).
 
-The queue is a sparse index: a QUEUED job carries `queue` (the index's partition) and
-`queueKey` (`<arrival time>#<job id>`, its sort key). The dispatcher reads the head with one
-Query; nothing ever scans.
+Lanes are a sparse index: a job in a lane carries `queue` (the index's partition: `queued`,
+`held` or `ended`) and `queueKey` (`<time>#<job id>`, its sort key). The dispatcher reads the
+queue's head with one Query, the sweep reads `ended` jobs whose ending was not announced yet;
+nothing ever scans except the unfiltered job listing.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lipsync.jobs.model import HistoryEntry, Job, Source, status_rank, utc_now
+from boto3.dynamodb.conditions import Attr
+
+from lipsync.jobs import dynamo
+from lipsync.jobs.model import Job
+from lipsync.jobs.names import NameClaim
+from lipsync.jobs.transitions import Change, Lane
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 STATUS_INDEX = "status-updatedAt"
 QUEUE_INDEX = "queue-order"
-QUEUE_PARTITION = "queued"
-HELD_PARTITION = "held"  # BUDGET_HOLD jobs, in the same arrival order
 
 
-@dataclass
-class Update:
-    """One conditional update of a job record: run alone, or as one item of a transaction."""
-
-    job_id: str
-    set: dict[str, Any] = field(default_factory=dict)
-    remove: tuple[str, ...] = ()
-    condition: str = "attribute_exists(jobId)"  # over #names from `names` and :values from `values`
-    names: dict[str, str] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    history: HistoryEntry | None = None
-
-    def to_status(self, status: str, source: Source, detail: str | None = None) -> Update:
-        self.set |= {"status": status, "statusRank": status_rank(status)}
-        self.history = HistoryEntry(status=status, source=source, at=utc_now(), detail=detail)
-        return self
+@dataclass(frozen=True)
+class Created:
+    job: Job
 
 
-def queue_key(arrived_at: str, job_id: str) -> str:
-    return f"{arrived_at}#{job_id}"
+@dataclass(frozen=True)
+class Exists:
+    job: Job  # the record already stored under the id
+
+
+@dataclass(frozen=True)
+class NamesTaken:
+    stems: list[str]  # output names another line of jobs holds
+
+
+CreateResult = Created | Exists | NamesTaken
 
 
 class JobStore(Protocol):
-    def create(self, job: Job, *, retention_days: int) -> tuple[bool, Job]: ...
+    def create(self, job: Job, *, retention_days: int, names: Sequence[NameClaim] = ...) -> CreateResult: ...
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def advance(
-        self,
-        job_id: str,
-        status: str,
-        source: Source,
-        *,
-        fields: dict[str, Any] | None = None,
-        detail: str | None = None,
-    ) -> Job | None: ...
+    def apply(self, change: Change) -> Job | None: ...
 
-    def set_fields(self, job_id: str, fields: dict[str, Any]) -> Job: ...
-
-    def apply(self, update: Update) -> Job | None: ...
+    def request(self, change: Change) -> dict[str, Any]: ...
 
     def list_jobs(
         self, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Job], str | None]: ...
 
-    def queue_head(self, limit: int, *, partition: str = QUEUE_PARTITION) -> list[str]: ...
+    def queue_head(self, limit: int, *, lane: Lane = ...) -> list[str]: ...
 
-    def count_queued(self, before: str | None = None, *, partition: str = QUEUE_PARTITION) -> int: ...
+    def count_queued(self, before: str | None = None, *, lane: Lane = ...) -> int: ...
 
-
-def _to_dynamo(value: Any) -> Any:
-    # DynamoDB numbers must be Decimal; a JSON round trip converts nested floats too.
-    return json.loads(json.dumps(value), parse_float=Decimal)
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _from_dynamo(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(item) for item in value]
-    return value
-
-
-class Codec:
-    """Python values <-> DynamoDB attribute values (shared with the admission table)."""
-
-    def __init__(self) -> None:
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-        self._serializer = TypeSerializer()
-        self._deserializer = TypeDeserializer()
-
-    def item(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {key: self._serializer.serialize(_to_dynamo(value)) for key, value in values.items()}
-
-    def plain(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {key: _from_dynamo(self._deserializer.deserialize(value)) for key, value in item.items()}
+    def lane_before(self, lane: Lane, before: str, limit: int) -> list[str]: ...
 
 
 class DynamoJobStore:
@@ -120,116 +80,127 @@ class DynamoJobStore:
             client = boto3.client("dynamodb")
         self._client = client
         self.table = table_name
-        self.codec = Codec()
 
-    def _job(self, item: dict[str, Any]) -> Job:
-        return Job.model_validate(self.codec.plain(item))
+    def _job(self, attributes: dict[str, Any]) -> Job:
+        return Job.model_validate(dynamo.plain(attributes))
 
-    # ------------------------------------------------------------------ operations
-    def create(self, job: Job, *, retention_days: int) -> tuple[bool, Job]:
-        """Create the record once; on a duplicate return the stored one. A QUEUED job joins the queue."""
-        expires = datetime.now(UTC) + timedelta(days=retention_days)
-        values = job.model_dump(mode="json", by_alias=True, exclude_none=True)
-        values |= {"statusRank": status_rank(job.status), "expiresAt": int(expires.timestamp())}
-        if job.queue_key:
-            values["queue"] = QUEUE_PARTITION
-        try:
-            self._client.put_item(
-                TableName=self.table,
-                Item=self.codec.item(values),
-                ConditionExpression="attribute_not_exists(jobId)",
+    # ------------------------------------------------------------------ records
+    def create(self, job: Job, *, retention_days: int, names: Sequence[NameClaim] = ()) -> CreateResult:
+        """Create the record once, with its output names if no other line of jobs holds them."""
+        expires = int((datetime.now(UTC) + timedelta(days=retention_days)).timestamp())
+        values = job.model_dump(mode="json", by_alias=True, exclude_none=True) | {"expiresAt": expires}
+        if job.queue_key and job.status in ("QUEUED", "INVALID"):
+            values["queue"] = Lane.QUEUED if job.status == "QUEUED" else Lane.ENDED
+        new = dynamo.condition(Attr("jobId").not_exists())
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": dynamo.item(values),
+            "ConditionExpression": new.text,
+            "ExpressionAttributeNames": new.names,
+        }
+        items: list[Any] = [{"Put": put}]
+        for claim in names:
+            held = dynamo.condition(Attr("jobId").not_exists() | Attr("lineage").eq(claim.lineage))
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": dynamo.item(claim.item() | {"expiresAt": expires}),
+                        "ConditionExpression": held.text,
+                        "ExpressionAttributeNames": held.names,
+                        "ExpressionAttributeValues": held.values,
+                    }
+                }
             )
+        try:
+            if len(items) == 1:
+                self._client.put_item(**put)
+            else:
+                self._client.transact_write_items(TransactItems=items)
         except self._client.exceptions.ConditionalCheckFailedException:
-            existing = self.get(job.job_id)
-            if existing is None:  # deleted in between: extremely unlikely, try once more
-                return self.create(job, retention_days=retention_days)
-            return False, existing
-        return True, job
+            return self._existing(job)
+        except self._client.exceptions.TransactionCanceledException as error:
+            codes = dynamo.cancellation_codes(error)
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return self._existing(job)
+            taken = [
+                claim.stem
+                for claim, code in zip(names, codes[1:], strict=False)
+                if code == "ConditionalCheckFailed"
+            ]
+            if taken:
+                return NamesTaken(taken)
+            raise  # a conflict with another writer: the caller's retry (SQS redelivery) tries again
+        return Created(job)
+
+    def _existing(self, job: Job) -> CreateResult:
+        existing = self.get(job.job_id)
+        if existing is None:  # deleted in between: extremely unlikely, the redelivery tries again
+            raise LookupError(f"job {job.job_id} vanished while it was being created")
+        return Exists(existing)
 
     def get(self, job_id: str) -> Job | None:
         answer = self._client.get_item(
-            TableName=self.table, Key=self.codec.item({"jobId": job_id}), ConsistentRead=True
+            TableName=self.table, Key=dynamo.item({"jobId": job_id}), ConsistentRead=True
         )
-        return self._job(answer["Item"]) if "Item" in answer else None
+        item = answer.get("Item")
+        return self._job(item) if item and "status" in item else None
 
-    def advance(
-        self,
-        job_id: str,
-        status: str,
-        source: Source,
-        *,
-        fields: dict[str, Any] | None = None,
-        detail: str | None = None,
-    ) -> Job | None:
-        """Move the job to `status` if that is forward; return the new record, or None if nothing changed."""
-        update = Update(
-            job_id,
-            set=dict(fields or {}),
-            condition="attribute_exists(jobId) AND #rank < :rank",
-            names={"#rank": "statusRank"},
-            values={":rank": status_rank(status)},
-        ).to_status(status, source, detail)
-        return self.apply(update)
-
-    def set_fields(self, job_id: str, fields: dict[str, Any]) -> Job:
-        """Set fields that are not a status change (ids, tokens, output details); returns the new record."""
-        job = self.apply(Update(job_id, set=fields))
-        if job is None:
-            raise LookupError(f"job {job_id} does not exist")
-        return job
-
-    def apply(self, update: Update) -> Job | None:
+    def apply(self, change: Change) -> Job | None:
         """Run one conditional update; the new record, or None when the condition did not hold."""
         try:
-            answer = self._client.update_item(**self.update_request(update), ReturnValues="ALL_NEW")
+            answer = self._client.update_item(**self.request(change), ReturnValues="ALL_NEW")
         except self._client.exceptions.ConditionalCheckFailedException:
             return None
         return self._job(answer["Attributes"])
 
-    def update_request(self, update: Update) -> dict[str, Any]:
-        """The UpdateItem parameters for `update` (also a TransactWriteItems `Update`)."""
-        values = {**update.set, "updatedAt": utc_now()}
-        names = {f"#f{index}": name for index, name in enumerate(values)}
-        clauses = [f"#f{index} = :v{index}" for index in range(len(values))]
-        attribute_values = {f":v{index}": value for index, value in enumerate(values.values())}
-        if update.history is not None:
-            clauses.append("#history = list_append(if_not_exists(#history, :empty), :entry)")
-            names["#history"] = "history"
-            attribute_values |= {":entry": [update.history.model_dump(exclude_none=True)], ":empty": []}
-        expression = "SET " + ", ".join(clauses)
-        if update.remove:
-            removed = {f"#r{index}": name for index, name in enumerate(update.remove)}
-            names |= removed
-            expression += " REMOVE " + ", ".join(removed)
+    def request(self, change: Change) -> dict[str, Any]:
+        """The UpdateItem parameters of `change` (also a TransactWriteItems `Update`)."""
+        append = {"history": change.history} if change.history else None
+        update = dynamo.update(change.set, change.remove, append)
+        guard = dynamo.condition(change.condition)
         return {
             "TableName": self.table,
-            "Key": self.codec.item({"jobId": update.job_id}),
-            "UpdateExpression": expression,
-            "ConditionExpression": update.condition,
-            "ExpressionAttributeNames": names | update.names,
-            "ExpressionAttributeValues": self.codec.item(attribute_values | update.values),
+            "Key": dynamo.item({"jobId": change.job_id}),
+            "UpdateExpression": update.text,
+            "ConditionExpression": guard.text,
+            "ExpressionAttributeNames": update.names | guard.names,
+            "ExpressionAttributeValues": update.values | guard.values,
         }
 
-    # ------------------------------------------------------------------ the queue
-    def queue_head(self, limit: int, *, partition: str = QUEUE_PARTITION) -> list[str]:
-        """The ids of the first `limit` queued (or held) jobs, in arrival order (the index is eventually
-        consistent: a caller re-checks each job's status before claiming it)."""
+    # ------------------------------------------------------------------ lanes
+    def queue_head(self, limit: int, *, lane: Lane = Lane.QUEUED) -> list[str]:
+        """The ids of the first `limit` jobs of a lane, in order (the index is eventually consistent:
+        a caller re-checks each job's status before acting on it)."""
         answer = self._client.query(
             TableName=self.table,
             IndexName=QUEUE_INDEX,
-            KeyConditionExpression="#queue = :queue",
-            ExpressionAttributeNames={"#queue": "queue"},
-            ExpressionAttributeValues=self.codec.item({":queue": partition}),
+            KeyConditionExpression="#lane = :lane",
+            ExpressionAttributeNames={"#lane": "queue"},
+            ExpressionAttributeValues=dynamo.item({":lane": lane}),
             ScanIndexForward=True,
             Limit=limit,
         )
-        return [str(self.codec.plain(item)["jobId"]) for item in answer.get("Items", [])]
+        return [str(dynamo.plain(item)["jobId"]) for item in answer.get("Items", [])]
 
-    def count_queued(self, before: str | None = None, *, partition: str = QUEUE_PARTITION) -> int:
-        """How many jobs wait (ahead of queue key `before`, if given): a keys-only COUNT query."""
-        condition = "#queue = :queue" + (" AND #key < :before" if before else "")
-        names = {"#queue": "queue"} | ({"#key": "queueKey"} if before else {})
-        values = {":queue": partition} | ({":before": before} if before else {})
+    def lane_before(self, lane: Lane, before: str, limit: int) -> list[str]:
+        """The first `limit` jobs of a lane whose key sorts before `before` (e.g. ended before a time)."""
+        answer = self._client.query(
+            TableName=self.table,
+            IndexName=QUEUE_INDEX,
+            KeyConditionExpression="#lane = :lane AND #key < :before",
+            ExpressionAttributeNames={"#lane": "queue", "#key": "queueKey"},
+            ExpressionAttributeValues=dynamo.item({":lane": lane, ":before": before}),
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [str(dynamo.plain(item)["jobId"]) for item in answer.get("Items", [])]
+
+    def count_queued(self, before: str | None = None, *, lane: Lane = Lane.QUEUED) -> int:
+        """How many jobs are in a lane (ahead of key `before`, if given): a keys-only COUNT query."""
+        condition = "#lane = :lane" + (" AND #key < :before" if before else "")
+        names = {"#lane": "queue"} | ({"#key": "queueKey"} if before else {})
+        values = {":lane": str(lane)} | ({":before": before} if before else {})
         total, start = 0, None
         while True:
             paging: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
@@ -238,7 +209,7 @@ class DynamoJobStore:
                 IndexName=QUEUE_INDEX,
                 KeyConditionExpression=condition,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=self.codec.item(values),
+                ExpressionAttributeValues=dynamo.item(values),
                 Select="COUNT",
                 **paging,
             )
@@ -251,12 +222,13 @@ class DynamoJobStore:
     def list_jobs(
         self, *, status: str | None, limit: int, cursor: str | None
     ) -> tuple[list[Job], str | None]:
-        """Newest first by status (the GSI), or every job (a scan) when no status is given."""
+        """Newest first by status (the GSI), or every job (a scan) when no status is given.
+        ValueError for a cursor this store did not hand out."""
         from botocore.exceptions import ClientError
 
         paging: dict[str, Any] = {"Limit": limit}
         if cursor:
-            paging["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            paging["ExclusiveStartKey"] = decode_cursor(cursor)
         try:
             answer = self._page(status, paging)
         except ClientError as error:
@@ -274,8 +246,33 @@ class DynamoJobStore:
                 IndexName=STATUS_INDEX,
                 KeyConditionExpression="#status = :status",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=self.codec.item({":status": status}),
+                ExpressionAttributeValues=dynamo.item({":status": status}),
                 ScanIndexForward=False,
                 **paging,
             )
-        return self._client.scan(TableName=self.table, **paging)
+        # Output-name claims share the table; only job records have a status.
+        return self._client.scan(
+            TableName=self.table,
+            FilterExpression="attribute_exists(#status)",
+            ExpressionAttributeNames={"#status": "status"},
+            **paging,
+        )
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    """A listing cursor back to DynamoDB's start key; ValueError for anything else."""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, UnicodeError, ValueError, RecursionError) as error:
+        raise ValueError("the cursor is not one this API handed out") from error
+    valid = isinstance(decoded, dict) and all(
+        isinstance(name, str)
+        and isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value)) in ("S", "N")
+        and isinstance(next(iter(value.values())), str)
+        for name, value in decoded.items()
+    )
+    if not valid or not decoded:
+        raise ValueError("the cursor is not one this API handed out")
+    return dict(decoded)

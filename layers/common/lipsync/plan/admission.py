@@ -9,30 +9,51 @@ One item in the admission table holds the plan's state:
     pausedUntil     no dispatch before this (a 429 from another client, a rejected API key)
     version         bumped by every claim: claims are optimistic and never double-book a slot
 
-A claim is one transaction with the job's own update (QUEUED -> SUBMITTING), and a release is
+A claim is one transaction with the job's own change (QUEUED -> SUBMITTING), and a release is
 one transaction with the job's next state (or a lone conditional delete of the slot), so a slot
-and its job can never disagree after a crash: there is no leak window. `Dispatcher.sweep` frees
-slots whose job is no longer in flight anyway, as a second line of defence.
+and its job can never disagree after a crash. A cancelled transaction says why, item by item:
+another writer (contention: read again and retry), the job moved on (skip it), the budget (hold
+it), or an item DynamoDB cannot store (end that job, never retry it forever).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from boto3.dynamodb.conditions import Attr, ConditionBase
 from pydantic import BaseModel, ConfigDict, Field
 
-from lipsync.jobs.store import Codec, DynamoJobStore, Update
+from lipsync.jobs import dynamo
+from lipsync.jobs.model import is_final
+from lipsync.jobs.transitions import F, holds_slot, note
 from lipsync.plan.budget import SPEND_PREFIX, Charge, report_cost, settle
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
     from lipsync.jobs.model import Job
+    from lipsync.jobs.store import DynamoJobStore
+    from lipsync.jobs.transitions import Change
     from lipsync.plan.kicks import Kicker
 
 PLAN_ID = "plan"
 RATE_WINDOW_SECONDS = 61.0  # sync.so counts 60 s; a second of margin absorbs clock and network skew
+
+
+class Contention(RuntimeError):
+    """Another writer changed the plan at the same moment (DynamoDB's TransactionConflict, which
+    botocore does not retry): nothing was written; the caller's own retry repeats the step."""
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"
+    PLAN_CHANGED = "plan_changed"  # another dispatcher claimed or released meanwhile: read again
+    JOB_MOVED = "job_moved"  # the job is no longer where the claim expected it
+    OVER_BUDGET = "over_budget"  # the month's spend moved past the budget meanwhile
+    TOO_LARGE = "too_large"  # the job's record cannot be stored (DynamoDB's item size limit)
 
 
 class SlotHolder(BaseModel):
@@ -86,7 +107,7 @@ class PlanState(BaseModel):
         return [*window, now][-per_minute:]
 
     def expired_lease(self, now: float) -> tuple[int, SlotHolder] | None:
-        """A slot whose create was not recorded in time (a crash, or an uncertain answer to retry)."""
+        """A slot whose create is due again (a crash, or an answer that left the outcome unknown)."""
         due = [(h.lease_until, i) for i, h in self.slots.items() if 0 < h.lease_until <= now]
         if not due:
             return None
@@ -107,25 +128,25 @@ class Admission(Protocol):
         slot: int,
         holder: SlotHolder,
         per_minute: int,
-        job: Update,
+        job: Change,
         *,
         renew: bool = False,
         charge: Charge | None = None,
-    ) -> bool: ...
+    ) -> ClaimOutcome: ...
 
     def release(
         self,
         slot: int,
         job_id: str,
         *,
-        job: Update | None = None,
+        job: Change | None = None,
         duration: float | None,
         charge: Charge | None = None,
     ) -> bool: ...
 
     def month_spend(self, month: str) -> float: ...
 
-    def settle(self, job: Update, charge: Charge | None) -> bool: ...
+    def settle(self, job: Change, charge: Charge | None) -> bool: ...
 
     def set_lease(self, slot: int, job_id: str, lease_until: float) -> bool: ...
 
@@ -134,6 +155,22 @@ class Admission(Protocol):
     def clear_throttle(self) -> None: ...
 
     def schedule_wake(self, at: float, now: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _Cancelled:
+    codes: list[str]  # per item: "None", "ConditionalCheckFailed", "TransactionConflict", ...
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.codes) and self.codes[index] == "ConditionalCheckFailed"
+
+    @property
+    def conflict(self) -> bool:
+        return "TransactionConflict" in self.codes
+
+    @property
+    def too_large(self) -> bool:
+        return "ValidationError" in self.codes
 
 
 class DynamoAdmission:
@@ -147,38 +184,56 @@ class DynamoAdmission:
         self._client = client
         self._table = table_name
         self._store = store
-        self._codec = Codec()
 
     def read(self) -> PlanState:
         answer = self._client.get_item(
-            TableName=self._table, Key=self._codec.item({"id": PLAN_ID}), ConsistentRead=True
+            TableName=self._table, Key=dynamo.item({"id": PLAN_ID}), ConsistentRead=True
         )
-        return PlanState.from_item(self._codec.plain(answer.get("Item", {})))
+        return PlanState.from_item(dynamo.plain(answer.get("Item", {})))
 
-    def _plan_update(
+    def _request(
         self,
-        expression: str,
-        condition: str,
-        names: dict[str, str],
-        values: dict[str, Any],
+        set_values: dict[str, Any],
+        condition: ConditionBase,
+        *,
+        remove: tuple[str, ...] = (),
+        item_id: str = PLAN_ID,
     ) -> dict[str, Any]:
+        update = dynamo.update(set_values, remove)
+        guard = dynamo.condition(condition)
         request: dict[str, Any] = {
             "TableName": self._table,
-            "Key": self._codec.item({"id": PLAN_ID}),
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
+            "Key": dynamo.item({"id": item_id}),
+            "UpdateExpression": update.text,
+            "ConditionExpression": guard.text,
+            "ExpressionAttributeNames": update.names | guard.names,
         }
-        if values:
-            request["ExpressionAttributeValues"] = self._codec.item(values)
+        if values := update.values | guard.values:
+            request["ExpressionAttributeValues"] = values
         return request
 
-    def _transact(self, *updates: dict[str, Any]) -> bool:
+    def _transact(self, *updates: dict[str, Any]) -> _Cancelled | None:
+        """None when every item was written; else why the transaction was cancelled."""
+        from botocore.exceptions import ClientError
+
         try:
             items: Any = [{"Update": update} for update in updates]
             self._client.transact_write_items(TransactItems=items)
-        except self._client.exceptions.TransactionCanceledException:
-            return False  # a condition did not hold: somebody else got there first
+        except self._client.exceptions.TransactionCanceledException as error:
+            return _Cancelled(dynamo.cancellation_codes(error))
+        except ClientError as error:
+            # Some DynamoDB implementations answer an item over 400 KB with a plain ValidationException.
+            message = str(error.response.get("Error", {}).get("Message", ""))
+            if error.response.get("Error", {}).get("Code") == "ValidationException" and "size" in message:
+                return _Cancelled(["ValidationError"])
+            raise
+        return None
+
+    def _update(self, request: dict[str, Any]) -> bool:
+        try:
+            self._client.update_item(**request)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
         return True
 
     def claim(
@@ -187,67 +242,74 @@ class DynamoAdmission:
         slot: int,
         holder: SlotHolder,
         per_minute: int,
-        job: Update,
+        job: Change,
         *,
         renew: bool = False,
         charge: Charge | None = None,
-    ) -> bool:
+    ) -> ClaimOutcome:
         """Take `slot` for the job (or, `renew`, keep it for another try of the same create) and one
-        create from the rate, if nobody changed the plan since `plan` was read; the job's own update
+        create from the rate, if nobody changed the plan since `plan` was read; the job's own change
         (with its condition) and its `charge` to the month's spend commit with it or not at all."""
-        condition = "attribute_not_exists(#version)" if plan.version == 0 else "#version = :version"
-        values: dict[str, Any] = {
-            ":next": plan.version + 1,
-            ":holder": holder.model_dump(by_alias=True),
-            ":ledger": plan.ledger_with(holder.since, per_minute),
-        }
-        if plan.version:
-            values[":version"] = plan.version
-        if renew:
-            values[":job"] = holder.job_id
-        plan_update = self._plan_update(
-            "SET #version = :next, #slot = :holder, recentCreates = :ledger",
-            condition + (" AND #slot.jobId = :job" if renew else " AND attribute_not_exists(#slot)"),
-            {"#version": "version", "#slot": f"slot_{slot}"},
-            values,
+        unchanged = Attr("version").not_exists() if plan.version == 0 else Attr("version").eq(plan.version)
+        slot_name = f"slot_{slot}"
+        held = Attr(f"{slot_name}.jobId").eq(holder.job_id) if renew else Attr(slot_name).not_exists()
+        plan_update = self._request(
+            {
+                "version": plan.version + 1,
+                slot_name: holder.model_dump(by_alias=True),
+                "recentCreates": plan.ledger_with(holder.since, per_minute),
+            },
+            unchanged & held,
         )
-        return self._transact(plan_update, self._store.update_request(job), *self._spend(charge))
+        cancelled = self._transact(plan_update, self._store.request(job), *self._spend(charge))
+        if cancelled is None:
+            return ClaimOutcome.CLAIMED
+        if cancelled.too_large:
+            return ClaimOutcome.TOO_LARGE
+        if cancelled.failed(1):
+            return ClaimOutcome.JOB_MOVED
+        if cancelled.failed(2):
+            return ClaimOutcome.OVER_BUDGET
+        return ClaimOutcome.PLAN_CHANGED  # the plan's version or slot, or a conflict: read again
 
     def release(
         self,
         slot: int,
         job_id: str,
         *,
-        job: Update | None = None,
+        job: Change | None = None,
         duration: float | None,
         charge: Charge | None = None,
     ) -> bool:
-        """Free `slot` if `job_id` still holds it (with the job's next state and its `charge`, atomically)."""
-        expression = "REMOVE #slot"
-        values: dict[str, Any] = {":job": job_id}
-        names = {"#slot": f"slot_{slot}"}
-        if duration is not None:
-            expression = "SET #duration = :duration " + expression
-            names["#duration"] = f"duration_{slot}"
-            values[":duration"] = round(duration, 3)
-        plan_update = self._plan_update(expression, "#slot.jobId = :job", names, values)
-        if job is not None:
-            return self._transact(plan_update, self._store.update_request(job), *self._spend(charge))
-        try:
-            self._client.update_item(**plan_update)
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False  # released before (an ending is reported twice): nothing to do
-        return True
+        """Free `slot` if `job_id` still holds it (with the job's next state and its `charge`,
+        atomically). False when the slot or the job's condition did not hold; `Contention` when
+        another writer got in the way (nothing was written: try again)."""
+        durations = {f"duration_{slot}": round(duration, 3)} if duration is not None else {}
+        plan_update = self._request(
+            durations, Attr(f"slot_{slot}.jobId").eq(job_id), remove=(f"slot_{slot}",)
+        )
+        if job is None:
+            return self._update(plan_update)  # False: released before (an ending reported twice)
+        cancelled = self._transact(plan_update, self._store.request(job), *self._spend(charge))
+        if cancelled is not None and cancelled.conflict:
+            raise Contention(f"the plan changed while slot {slot} of job {job_id} was being released")
+        return cancelled is None
 
-    def settle(self, job: Update, charge: Charge | None) -> bool:
-        """The job's update and its charge, without a slot (the sweep freed it first)."""
-        return self._transact(self._store.update_request(job), *self._spend(charge))
+    def settle(self, job: Change, charge: Charge | None) -> bool:
+        """The job's change and its charge, without a slot (the sweep freed it first)."""
+        spend = self._spend(charge)
+        if not spend:
+            return self._store.apply(job) is not None
+        cancelled = self._transact(self._store.request(job), *spend)
+        if cancelled is not None and cancelled.conflict:
+            raise Contention(f"the month's spend changed while job {job.job_id} was being settled")
+        return cancelled is None
 
     def month_spend(self, month: str) -> float:
         answer = self._client.get_item(
-            TableName=self._table, Key=self._codec.item({"id": SPEND_PREFIX + month}), ConsistentRead=True
+            TableName=self._table, Key=dynamo.item({"id": SPEND_PREFIX + month}), ConsistentRead=True
         )
-        return float(self._codec.plain(answer.get("Item", {})).get("usd", 0.0))
+        return float(dynamo.plain(answer.get("Item", {})).get("usd", 0.0))
 
     def _spend(self, charge: Charge | None) -> list[dict[str, Any]]:
         """The month's spend item's update for `charge` (none for no charge)."""
@@ -255,91 +317,85 @@ class DynamoAdmission:
             return []
         request: dict[str, Any] = {
             "TableName": self._table,
-            "Key": self._codec.item({"id": SPEND_PREFIX + charge.month}),
-            "UpdateExpression": "ADD usd :usd",
-            "ExpressionAttributeValues": self._codec.item({":usd": round(charge.usd, 4)}),
+            "Key": dynamo.item({"id": SPEND_PREFIX + charge.month}),
+            "UpdateExpression": "ADD #usd :usd",
+            "ExpressionAttributeNames": {"#usd": "usd"},
+            "ExpressionAttributeValues": {":usd": dynamo.serialize(round(charge.usd, 4))},
         }
         if charge.ceiling is not None:  # the budget's check, atomic with the claim
-            request["ConditionExpression"] = "attribute_not_exists(usd) OR usd <= :ceiling"
-            request["ExpressionAttributeValues"] |= self._codec.item({":ceiling": charge.ceiling})
+            guard = dynamo.condition(Attr("usd").not_exists() | Attr("usd").lte(charge.ceiling))
+            request["ConditionExpression"] = guard.text
+            request["ExpressionAttributeNames"] |= guard.names
+            request["ExpressionAttributeValues"] |= guard.values
         return [request]
 
     def set_lease(self, slot: int, job_id: str, lease_until: float) -> bool:
-        """0 when the create is recorded; a later time to retry an uncertain create then."""
-        try:
-            self._client.update_item(
-                **self._plan_update(
-                    "SET #slot.leaseUntil = :until",
-                    "#slot.jobId = :job",
-                    {"#slot": f"slot_{slot}"},
-                    {":until": lease_until, ":job": job_id},
-                )
-            )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        """0 when the create is recorded; a later time to send an uncertain create again."""
+        return self._update(
+            self._request({f"slot_{slot}.leaseUntil": lease_until}, Attr(f"slot_{slot}.jobId").eq(job_id))
+        )
 
     def pause(self, until: float, reason: str, streak: int) -> None:
         # Already paused for longer: keep that.
         with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
             self._client.update_item(
-                **self._plan_update(
-                    "SET pausedUntil = :until, pauseReason = :reason, throttleStreak = :streak",
-                    "attribute_not_exists(pausedUntil) OR pausedUntil < :until",
-                    {},
-                    {":until": until, ":reason": reason, ":streak": streak},
+                **self._request(
+                    {"pausedUntil": until, "pauseReason": reason, "throttleStreak": streak},
+                    Attr("pausedUntil").not_exists() | Attr("pausedUntil").lt(until),
                 )
             )
 
     def schedule_wake(self, at: float, now: float) -> bool:
         """True for the one caller that should send the delayed kick for `at`: nobody has one pending,
         or the pending one is later (the earliest wake wins; that run schedules the next)."""
-        try:
-            self._client.update_item(
-                **self._plan_update(
-                    "SET wakeAt = :at",
-                    "attribute_not_exists(wakeAt) OR wakeAt <= :now OR wakeAt > :at",
-                    {},
-                    {":at": at, ":now": now},
-                )
+        return self._update(
+            self._request(
+                {"wakeAt": at},
+                Attr("wakeAt").not_exists() | Attr("wakeAt").lte(now) | Attr("wakeAt").gt(at),
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        )
 
     def clear_throttle(self) -> None:
         self._client.update_item(
-            **self._plan_update(
-                "SET throttleStreak = :zero REMOVE pauseReason",
-                "attribute_exists(id)",
-                {},
-                {":zero": 0},
-            )
+            **self._request({"throttleStreak": 0}, Attr("id").exists(), remove=("pauseReason",))
         )
 
 
 def free_slot(admission: Admission, kicker: Kicker, job: Job, *, duration: float | None = None) -> Job:
-    """Give a finished job's slot back (if it still holds one), settle what it cost against the
-    month's spend, and wake the dispatcher for the next job. Returns the job as now stored.
+    """Give a job's slot back (if it still holds one), settle what a finished job cost against the
+    month's spend, and wake the dispatcher for the next job. Returns the job as now known.
 
-    The plan item, the job's `slot` and cost, and the spend change in one transaction; an ending
-    reported twice (a retried task, the execution-ended event) finds nothing to free and changes nothing.
+    The plan item, the job's slot and cost, and the spend change in one transaction; an ending
+    reported twice (a retried task, the execution-ended event) finds nothing to free or settle and
+    changes nothing. A job whose slot went earlier (a TIMED_OUT one that finished late) is settled
+    on its own. `Contention` propagates: the caller's retry (Step Functions, the sweep) repeats it.
     """
-    if job.slot is None:
-        return job
     charge, cost = settle(job)
+    settling = cost is not None and job.cost_usd is None and is_final(job.status)
     fields: dict[str, Any] = {}
-    if cost is not None:
-        fields = {"costUsd": cost} | (charge.job_fields(cost) if charge else {})
-    update = Update(
-        job.job_id, set=fields, remove=("slot",), condition="slot = :slot", values={":slot": job.slot}
-    )
-    if admission.release(job.slot, job.job_id, job=update, duration=duration, charge=charge):
-        kicker.kick(0, "slot freed")
-    elif not admission.settle(update, charge):
-        return job  # settled before: an ending reported twice
-    # else the sweep freed the plan's slot first (the job was final): its cost is settled all the same
-    report_cost(cost)
-    return job.model_copy(
-        update={"slot": None, "cost_usd": cost, "charged_usd": cost if charge else job.charged_usd}
-    )
+    if settling and cost is not None:
+        fields = {F.COST_USD: cost} | (charge.job_fields(cost) if charge else {})
+    unsettled = Attr(F.COST_USD).not_exists()
+    slot = job.slot
+    if slot is None:
+        if not settling:
+            return job
+        if not admission.settle(note(job.job_id, fields, when=unsettled), charge):
+            return job  # settled before
+    else:
+        when = holds_slot(slot) & unsettled if settling else holds_slot(slot)
+        change = note(job.job_id, fields, clear=[F.ATTEMPT_SLOT], when=when)
+        if admission.release(
+            slot, job.job_id, job=change, duration=duration, charge=charge if settling else None
+        ):
+            kicker.kick(0, "slot freed")
+        elif not admission.settle(change, charge if settling else None):
+            return job  # freed and settled before: an ending reported twice
+        # else the sweep freed the plan's slot first: the job's slot and cost are settled all the same
+    if settling:
+        report_cost(cost)
+    attempt = job.attempt.model_copy(update={"slot": None}) if job.attempt else None
+    update: dict[str, Any] = {"attempt": attempt}
+    if settling:
+        update |= {"cost_usd": cost, "charged_usd": cost if charge else job.charged_usd}
+    return job.model_copy(update=update)

@@ -14,25 +14,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipsync.media_duration import object_seconds
+from lipsync.plan.prices import PriceTable
 
 if TYPE_CHECKING:
-    from lipsync.jobs.model import Job
-    from lipsync.queue.planning import RequestTemplate
+    from lipsync.jobs.model import Job, ObjectRef
     from lipsync.storage import Storage
     from lipsync.syncso.client import SyncClient
 
 UPPER_BOUND_SECONDS = 300.0  # generation_audio_length_exceeded above this
 WORDS_PER_SECOND = 2.5
-ESTIMATE_FPS = 30  # the estimate endpoint's default frame rate
-LIST_PRICE_FPS = 25  # list prices are per second at 25 fps
-DEFAULT_PRICES_USD_PER_SECOND = {"lipsync-2": 0.05, "lipsync-2-pro": 0.083, "sync-3": 0.133}
 UNBILLED_STATUSES = frozenset({"FAILED", "REJECTED", "CANCELED", "INVALID"})
 
 Basis = Literal["audio", "video", "shorter", "text", "segments", "upper-bound"]
@@ -53,37 +49,6 @@ class CostEstimate(BaseModel):
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
-
-
-class PriceTable(BaseModel):
-    """USD per output second (at 25 fps) by model."""
-
-    prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_PRICES_USD_PER_SECOND))
-
-    @classmethod
-    def from_json(cls, text: str | None) -> PriceTable:
-        """The `PriceTableUsdPerSecond` parameter: a JSON object, or empty for the list prices."""
-        if not text or not text.strip():
-            return cls()
-        try:
-            prices = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"the price table is not JSON: {error.msg}") from error
-        if not isinstance(prices, dict) or not prices:
-            raise ValueError('the price table must be a JSON object like {"lipsync-2": 0.05}')
-        for model, price in prices.items():
-            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-                raise ValueError(f"the price table's {model!r} must be a number of USD per second")
-        return cls(prices={str(model): float(price) for model, price in prices.items()})
-
-    def usd_per_second(self, model: str) -> tuple[float, str | None]:
-        """The model's price at the estimate fps, and a note when it had to be guessed."""
-        per_frame = ESTIMATE_FPS / LIST_PRICE_FPS
-        if model in self.prices:
-            return self.prices[model] * per_frame, None
-        return max(
-            self.prices.values()
-        ) * per_frame, f"no list price for {model}: priced as the dearest model"
 
 
 def output_seconds(
@@ -159,15 +124,18 @@ class CostEstimator:
             note="; ".join(notes) or None,
         )
 
-    def estimate_request(self, storage: Storage, template: RequestTemplate, model: str) -> CostEstimate:
-        """A planned job's estimate: its bucket inputs' durations, read from their headers."""
+    def estimate_request(
+        self, storage: Storage, body: dict[str, Any], bucket_inputs: Mapping[int, ObjectRef], model: str
+    ) -> CostEstimate:
+        """A planned job's estimate: its bucket inputs' durations (by input index), read from their
+        headers."""
 
         def duration(index: int) -> float | None:
-            ref = template.presign.get(index)
+            ref = bucket_inputs.get(index)
             info = storage.head(ref.key, ref.version_id) if ref else None
             return object_seconds(storage, ref, info.size) if ref and info else None
 
-        seconds, basis = output_seconds(template.body, duration)
+        seconds, basis = output_seconds(body, duration)
         return self.estimate(model, seconds, basis)
 
 

@@ -8,6 +8,7 @@ wait in the queue for as long as it takes without its URLs going stale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ JOBS_PREFIX = "jobs/"
 OUTPUTS_PREFIX = "outputs/"
 VIDEO_EXTENSIONS = frozenset({"mp4", "mov", "webm", "m4v", "mkv"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
+# S3 version ids are up to 1,024 URL-safe characters (and "null" for objects from before versioning).
+VERSION_ID = re.compile(r"[A-Za-z0-9._+/=-]{1,1024}")
+MAX_JSON_DEPTH = 32  # a generate request nests 5 levels; anything far deeper is a mistake (or an attack)
 
 
 class InvalidInputError(ValueError):
@@ -45,6 +49,12 @@ class RequestTemplate(BaseModel):
 
     body: dict[str, Any]
     presign: dict[int, ObjectRef] = {}
+
+    def digest(self) -> str:
+        """What the request asks for: its body and its bucket inputs' content (not their versions)."""
+        parts = [json.dumps(self.body, sort_keys=True, ensure_ascii=False)]
+        parts += [f"{index}={ref.identity}" for index, ref in sorted(self.presign.items())]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def render(self, storage: Storage, expires_seconds: int, webhook_url: str) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(json.dumps(self.body))
@@ -149,12 +159,13 @@ def _plan_pair(created: ObjectCreated, storage: Storage, settings: PlanningSetti
             **({"options": settings.default_options} if settings.default_options else {}),
         }
     )
+    template = RequestTemplate(body=request.to_api(), presign={0: refs[0], 1: refs[1]})
     return JobPlan(
-        job_id=job_id_for(storage.bucket, refs),
+        job_id=job_id_for(storage.bucket, refs, template.digest()),
         name=name,
         kind="pair",
         refs=refs,
-        template=RequestTemplate(body=request.to_api(), presign={0: refs[0], 1: refs[1]}),
+        template=template,
         model=request.model,
         output_key=f"{OUTPUTS_PREFIX}{name}.mp4",
         # Both events of a pair compute the same arrival: the later of the two uploads.
@@ -178,12 +189,13 @@ def _plan_manifest(created: ObjectCreated, storage: Storage, settings: PlanningS
     except InvalidInputError as error:
         raise InvalidJobError(plan, error) from error
     output_name = request.output_file_name or name
+    template = RequestTemplate(body=request.to_api(), presign=presign)
     return JobPlan(
-        job_id=plan.job_id,
+        job_id=job_id_for(storage.bucket, [ref], template.digest()),
         name=name,
         kind="manifest",
         refs=[ref],
-        template=RequestTemplate(body=request.to_api(), presign=presign),
+        template=template,
         model=request.model,
         output_key=f"{OUTPUTS_PREFIX}{output_name}.mp4",
         arrived_at=created.event_time,
@@ -209,6 +221,11 @@ def _read_manifest(created: ObjectCreated, storage: Storage) -> dict[str, Any]:
         raise InvalidInputError(str(error)) from error
     try:
         manifest = json.loads(raw)
+    except RecursionError as error:
+        raise InvalidInputError(
+            f"{created.key} nests JSON more than {MAX_JSON_DEPTH} levels deep; a generate request "
+            "is a few levels deep"
+        ) from error
     except UnicodeDecodeError as error:
         raise InvalidInputError(f"{created.key} is not UTF-8 text") from error
     except json.JSONDecodeError as error:
@@ -217,9 +234,27 @@ def _read_manifest(created: ObjectCreated, storage: Storage) -> dict[str, Any]:
         ) from error
     if not isinstance(manifest, dict):
         raise InvalidInputError(f"{created.key} must hold a JSON object (a sync.so generate request body)")
+    if json_depth(manifest) > MAX_JSON_DEPTH:
+        raise InvalidInputError(
+            f"{created.key} nests JSON more than {MAX_JSON_DEPTH} levels deep; a generate request "
+            "is a few levels deep"
+        )
     if "webhookUrl" in manifest:
         raise InvalidInputError("the pipeline sets the webhook itself; remove this field", field="webhookUrl")
     return manifest
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (without recursion: the input is the user's)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _manifest_name(value: Any, *, default: str) -> str:
@@ -271,9 +306,19 @@ def _bucket_ref(url: str, field_name: str, storage: Storage) -> ObjectRef | None
         return None
     version_id = None
     if url.startswith("s3://"):
-        location = urlsplit(url)
+        try:
+            location = urlsplit(url)
+        except ValueError as error:
+            raise InvalidInputError(f"is not a valid s3:// URI ({error})", field=field_name) from error
         bucket, key = location.netloc, unquote(location.path)
-        version_id = parse_qs(location.query).get("versionId", [None])[0]
+        versions = parse_qs(location.query).get("versionId", [])
+        if len(versions) > 1:
+            raise InvalidInputError("names more than one versionId", field=field_name)
+        version_id = versions[0] if versions else None
+        if version_id is not None and not VERSION_ID.fullmatch(version_id):
+            raise InvalidInputError(
+                f"versionId {version_id[:80]!r} is not an S3 version id", field=field_name
+            )
         if bucket != storage.bucket:
             raise InvalidInputError(
                 f"names bucket {bucket!r}; only objects in {storage.bucket!r} can be used", field=field_name

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lipsync.jobs.model import Job, JobStatus
-from lipsync.jobs.store import HELD_PARTITION
+from lipsync.jobs.transitions import Lane
 from lipsync.plan.budget import month_of
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now
         "paused": {"reason": plan.pause_reason, "untilEpochSeconds": plan.paused_until}
         if plan.paused_until > now
         else None,
-        "heldForBudget": store.count_queued(partition=HELD_PARTITION),
+        "heldForBudget": store.count_queued(lane=Lane.HELD),
         "monthSpendUsd": round(admission.month_spend(month_of(now)), 4),
     }
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from lipsync.syncso.models import ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
 
@@ -26,6 +26,8 @@ RetryReason = Literal[
     "conflict",
     "timeout",
     "connection",
+    "not_sent",
+    "bad_response",
     "unauthorized",
 ]
 KeyProvider = Callable[[bool], str]  # fresh=True skips any cache (after a 401)
@@ -38,6 +40,13 @@ ESTIMATE_PATHS = ("/v2/generations/estimate", "/v2/generate/estimate-cost")
 PERMANENT_CONFLICTS = frozenset(
     {"generation_not_deletable_while_processing", "generation_not_completed", "idempotency_key_reused"},
 )
+
+
+class _GenerationList(RootModel[list[Generation] | dict[str, Any]]):
+    def items(self) -> list[Generation]:
+        if isinstance(self.root, list):
+            return self.root
+        return [Generation.model_validate(item) for item in self.root.get("data") or []]
 
 
 class SyncApiError(Exception):
@@ -77,8 +86,17 @@ class SyncRetryableError(SyncApiError):
 
     @property
     def outcome_uncertain(self) -> bool:
-        """A create answered like this may have created a generation: retry with the same key and body."""
-        return self.reason in {"server", "outcome_unknown", "conflict", "timeout", "connection"}
+        """A create answered like this may have created a generation: retry with the same key and body.
+        (`not_sent`: the connection was refused, so the request never left; a 429 or 401 is sync.so
+        saying it did not take this request.)"""
+        return self.reason in {
+            "server",
+            "outcome_unknown",
+            "conflict",
+            "timeout",
+            "connection",
+            "bad_response",
+        }
 
 
 class SyncPermanentError(SyncApiError):
@@ -103,8 +121,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def error_from_response(response: httpx.Response, operation: str) -> SyncApiError:
     """Classify a non-2xx answer, keeping the API's errorCode and message."""
     try:
-        body: ApiErrorBody | None = ApiErrorBody.model_validate(response.json())
-    except (ValueError, ValidationError):
+        body: ApiErrorBody | None = ApiErrorBody.model_validate_json(response.content)
+    except ValidationError:
         body = None
     status = response.status_code
     error_code = body.error_code if body else None
@@ -132,6 +150,24 @@ def error_from_response(response: httpx.Response, operation: str) -> SyncApiErro
     if status >= 500 or status == 408:
         return SyncRetryableError(message, reason="server", **common)
     return SyncPermanentError(message, **common)
+
+
+def _parsed[Model: BaseModel](model: type[Model], response: httpx.Response, operation: str) -> Model:
+    """A 2xx body as `model`; a body that is not one is the API's fault, and says so (the caller
+    treats it like any answer it could not read: a create's outcome is then unknown)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        problem = (
+            "not JSON"
+            if any(e["type"] == "json_invalid" for e in error.errors())
+            else "not the documented shape"
+        )
+        raise SyncRetryableError(
+            f"{operation} answered {response.status_code} with a body that is {problem}",
+            reason="bad_response",
+            status_code=response.status_code,
+        ) from error
 
 
 def _fixed_key(api_key: str) -> KeyProvider:
@@ -179,7 +215,7 @@ class SyncClient:
             content=body.encode(),
             headers={"Idempotency-Key": idempotency_key, "content-type": "application/json"},
         )
-        return Generation.model_validate(response.json())
+        return _parsed(Generation, response, "POST /v2/generate")
 
     def get_generation(
         self,
@@ -201,7 +237,7 @@ class SyncClient:
         if include_progress:
             params["include"] = "progress"
         response = self._send("GET", f"/v2/generate/{generation_id}", params=params, timeout=timeout)
-        return Generation.model_validate(response.json())
+        return _parsed(Generation, response, "GET /v2/generate/{id}")
 
     def download_url(self, generation_id: str) -> str:
         """A fresh signed URL for a completed generation's output (the body is plain text)."""
@@ -218,7 +254,7 @@ class SyncClient:
             if error.status_code != 404:
                 raise
             response = self._send("POST", ESTIMATE_PATHS[1], json=body)
-        return CostEstimateAnswer.model_validate(response.json())
+        return _parsed(CostEstimateAnswer, response, "POST " + ESTIMATE_PATHS[0])
 
     def list_generations(
         self,
@@ -246,10 +282,15 @@ class SyncClient:
             if value
         }
         response = self._send("GET", "/v2/generations", params=params)
-        payload = response.json()
-        # Documented as a bare array; tolerate a {"data": [...]} envelope too.
-        items: list[Any] = payload.get("data") or [] if isinstance(payload, dict) else payload
-        return [Generation.model_validate(item) for item in items]
+        try:
+            # Documented as a bare array; tolerate a {"data": [...]} envelope too.
+            return _GenerationList.model_validate_json(response.content).items()
+        except ValidationError as error:
+            raise SyncRetryableError(
+                "GET /v2/generations answered with a body that is not a list of generations",
+                reason="bad_response",
+                status_code=response.status_code,
+            ) from error
 
     def _send(
         self,
@@ -296,6 +337,11 @@ class SyncClient:
     ) -> httpx.Response:
         try:
             return self._http.request(method, path, headers=headers, **kwargs, **extra)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so no request: sync.so cannot have acted on it.
+            raise SyncRetryableError(
+                f"{operation} could not connect ({type(exc).__name__})", reason="not_sent"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise SyncRetryableError(
                 f"{operation} timed out ({type(exc).__name__})", reason="timeout"

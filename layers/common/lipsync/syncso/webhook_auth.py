@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Literal
 
 DEFAULT_TOLERANCE_SECONDS = 300
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII digits only (str.isdigit() also takes "²")
 SignedForm = Literal["raw", "compact"]
 
 
@@ -25,10 +27,14 @@ def job_token(key: str, job_id: str) -> str:
     return hmac.new(key.encode(), f"job:{job_id}".encode(), hashlib.sha256).hexdigest()
 
 
-def verify_job_token(key: str, job_id: str, token: str | None) -> bool:
-    if not token or not key:
+def verify_job_token(keys: str | Sequence[str], job_id: str, token: str | None) -> bool:
+    """The token is the job's under any of `keys` (the current key, and the previous one while a
+    rotation's overlap lasts). Compared as bytes: a caller's text may be anything."""
+    if not token:
         return False
-    return hmac.compare_digest(job_token(key, job_id), token)
+    given = token.encode("utf-8", "surrogatepass")
+    usable = [keys] if isinstance(keys, str) else list(keys)
+    return any(hmac.compare_digest(job_token(key, job_id).encode(), given) for key in usable if key)
 
 
 # ---------------------------------------------------------------------------- Sync-Signature
@@ -78,7 +84,7 @@ def parse_signature_header(header: str | None) -> tuple[str, list[str]]:
             timestamp = value.strip()
         elif name == "v1":
             signatures.append(value.strip().lower())
-    if not timestamp or not timestamp.isdigit() or not signatures:
+    if not timestamp or not _DIGITS.fullmatch(timestamp) or not signatures:
         raise MalformedSignatureError("Sync-Signature header must look like t=<timestamp>,v1=<hex>")
     return timestamp, signatures
 
@@ -126,6 +132,9 @@ def verify_signature(
             continue
         for secret in usable:
             expected = _hmac_hex(secret, timestamp_text=timestamp_text, body=candidate)
-            if any(hmac.compare_digest(expected, signature) for signature in signatures):
+            if any(
+                hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass"))
+                for signature in signatures
+            ):
                 return form
     raise SignatureMismatchError("Sync-Signature does not match the body")
