@@ -11,8 +11,8 @@ import boto3
 
 from lipsync.jobs import dynamo
 from lipsync.jobs.model import Job, is_final
-from lipsync.jobs.transitions import Lane
 from lipsync.jobs.store import DynamoJobStore
+from lipsync.jobs.transitions import Lane
 from lipsync.plan.admission import DynamoAdmission
 from local.stack.template import load_template
 

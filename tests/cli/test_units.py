@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 
 from lipsync.jobs.model import Job, ObjectRef
-from lipsync.plan.cost import PriceTable
+from lipsync.plan.prices import PriceTable
 from lipsync.syncso.models import GenerateRequest
 from lipsync_cli import commands, render
 from lipsync_cli.api import StatusApi

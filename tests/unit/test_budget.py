@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from lipsync.config import IntakeSettings
+from lipsync.generation.lifecycle import Slots
+from lipsync.jobs import transitions as t
 from lipsync.jobs.model import Job, JobStatus
-from lipsync.jobs.store import HELD_PARTITION
+from lipsync.jobs.transitions import Lane
 from lipsync.observability import metrics
 from lipsync.plan.admission import free_slot
 from lipsync.plan.budget import month_of
@@ -17,6 +19,7 @@ from lipsync.plan.cost import CostEstimator
 from lipsync.plan.prices import PriceTable
 from lipsync.queue.dispatch import Dispatcher
 from lipsync.queue.intake import Intake
+from lipsync.sweep import sweep as run_sweep
 from tests.media_bytes import wav_bytes
 from tests.unit.test_dispatch import ENV, World, api_error, at
 from tests.unit.test_metrics import _metrics, emitted, named  # noqa: F401
@@ -46,6 +49,10 @@ def drop(world: World, name: str, second: int) -> Job:
 
 def dispatcher(world: World, budget: str, concurrency: int = 10) -> Dispatcher:
     return world.dispatcher(concurrency, budget=budget)
+
+
+def sweep(world: World, budget: str) -> None:
+    run_sweep(dispatcher(world, budget), world.api.client(), Slots(world.admission, world.kicker))
 
 
 def spent(world: World) -> float:
@@ -94,7 +101,7 @@ def test_a_job_that_does_not_fit_waits_in_budget_hold_and_says_why(
     document = world.storage.documents["outputs/j2.json"]
     assert (document["status"], document["holdReason"]) == ("BUDGET_HOLD", held.hold_reason)
     assert world.store.queue_head(10) == []  # out of the line, not failed, not lost
-    assert world.store.queue_head(10, partition=HELD_PARTITION) == [
+    assert world.store.queue_head(10, lane=Lane.HELD) == [
         world.job("j2").job_id,
         world.job("j3").job_id,
     ]
@@ -118,10 +125,10 @@ def test_raising_the_budget_releases_held_jobs_in_arrival_order(
         "third": "BUDGET_HOLD",
         "late": "BUDGET_HOLD",
     }
-    dispatcher(world, "0.3").sweep()  # same budget: nothing moves
+    sweep(world, "0.3")  # same budget: nothing moves
     assert world.job("second").status == "BUDGET_HOLD"
     metrics.clear_metrics()
-    dispatcher(world, "0.75").sweep()  # room for two more: the two that arrived first
+    sweep(world, "0.75")  # room for two more: the two that arrived first
     assert statuses(world) == {
         "first": "PENDING",
         "second": "PENDING",
@@ -143,7 +150,7 @@ def test_raising_the_budget_releases_held_jobs_in_arrival_order(
         if line["name"] in ("HeldJobs", "MonthlyBudgetUsd", "MonthSpendUsd")
     }
     assert gauges == {"HeldJobs": [1.0], "MonthlyBudgetUsd": [0.75], "MonthSpendUsd": [0.72]}
-    dispatcher(world, "").sweep()  # the guard turned off: everything goes
+    sweep(world, "")  # the guard turned off: everything goes
     assert set(statuses(world).values()) == {"PENDING"}
 
 
@@ -156,7 +163,7 @@ def test_parallel_dispatchers_never_spend_past_the_budget(world: World) -> None:
     from lipsync.queue.dispatch import DispatchReport
 
     # The second read the plan before the first claimed: its claim (and its charge) must fail.
-    assert two._claim(stale, 5, world.store.queue_head(5), world.now[0], DispatchReport()) is None
+    assert two._claim(stale, 5, world.store.queue_head(5), world.now[0], DispatchReport())[0] is None
     two.run()
     assert spent(world) <= 0.5
     assert sum(status == "PENDING" for status in statuses(world).values()) == 2
@@ -183,7 +190,9 @@ def test_a_refused_create_costs_nothing(world: World) -> None:
 
 def finished(world: World, name: str, **fields: Any) -> Job:
     job = world.job(name)
-    return world.store.set_fields(job.job_id, fields)
+    changed = world.store.apply(t.note(job.job_id, fields))
+    assert changed is not None
+    return changed
 
 
 def test_a_finished_job_settles_its_cost_against_the_month(
@@ -219,7 +228,7 @@ def test_a_new_month_starts_from_nothing(world: World) -> None:
     dispatcher(world, "0.3").run()
     assert world.job("b").status == JobStatus.BUDGET_HOLD
     world.now[0] += 40 * 86400  # next month
-    dispatcher(world, "0.3").sweep()
+    sweep(world, "0.3")
     assert world.job("b").status == "PENDING"
     assert world.job("b").budget_month == month_of(world.now[0]) != MONTH
 

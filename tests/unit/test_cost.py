@@ -162,7 +162,9 @@ def test_a_planned_jobs_estimate_reads_its_inputs_in_the_bucket() -> None:
             1: ObjectRef(key="inputs/a.wav", version_id=audio.version_id),
         },
     )
-    estimate = CostEstimator(PriceTable()).estimate_request(storage, template, "lipsync-2-pro")
+    estimate = CostEstimator(PriceTable()).estimate_request(
+        storage, template.body, template.presign, "lipsync-2-pro"
+    )
     assert (estimate.seconds, estimate.basis, estimate.usd) == (2.5, "audio", round(2.5 * 0.083 * 1.2, 4))
     assert storage.range_reads == 1  # the audio decides: the video is not read
 

@@ -12,8 +12,6 @@ import pytest
 from lipsync.generation.lifecycle import (
     OUTPUT_CONTENT_TYPE,
     ExecutionState,
-    GenerationNotFinished,
-    OutputUnavailableError,
     PollSchedule,
     Slots,
     finalize,
@@ -22,9 +20,10 @@ from lipsync.generation.lifecycle import (
     stop,
 )
 from lipsync.generation.webhooks import WebhookReceiver, arm_webhook_wait
+from lipsync.jobs import transitions as t
 from lipsync.jobs.model import Job, JobError, JobStatus
-from lipsync.plan.admission import SlotHolder
-from lipsync.syncso.client import SyncRetryableError
+from lipsync.jobs.transitions import F
+from lipsync.plan.admission import ClaimOutcome, Contention, SlotHolder
 from lipsync.syncso.models import Generation
 from lipsync.syncso.webhook_auth import job_token
 from tests.fakes import FakeKicker, FakeStorage, FakeSyncApi, FakeWorkflow, current_key
@@ -44,8 +43,11 @@ def job_store() -> SeededStore:
 
 def seed(store: SeededStore, status: str = "PENDING", **extra: Any) -> Job:
     """A job; a final one as polling left it (its status confirmed by a GET) unless `extra` says otherwise."""
-    if status not in {"PENDING", "PROCESSING"}:
+    if status not in {"PENDING", "PROCESSING", "TIMED_OUT"}:
         extra = {"confirmedAt": AT, "apiStatus": status} | extra
+    attempt: dict[str, Any] = {"key": f"{JOB_ID}.1", "sends": 1}
+    if url := extra.pop("outputUrl", None):
+        attempt["outputUrl"] = url
     return store.put(
         Job.model_validate(
             {
@@ -62,6 +64,7 @@ def seed(store: SeededStore, status: str = "PENDING", **extra: Any) -> Job:
                 "updatedAt": AT,
                 "submittedAt": AT,
                 "history": [{"status": status, "source": "dispatch", "at": AT}],
+                "attempt": attempt,
             }
             | extra
         )
@@ -87,9 +90,8 @@ def hold_slot(store: SeededStore, slot: int = 0) -> None:
     admission = make_tables()[1]
     plan = admission.read()
     holder = SlotHolder(job_id=JOB_ID, since=0.0, lease_until=0.0)
-    from lipsync.jobs.store import Update
-
-    assert admission.claim(plan, slot, holder, 60, Update(JOB_ID, set={"slot": slot}))
+    change = t.note(JOB_ID, {F.ATTEMPT_SLOT: slot})
+    assert admission.claim(plan, slot, holder, 60, change) == ClaimOutcome.CLAIMED
 
 
 # ---------------------------------------------------------------------------- arm
@@ -102,7 +104,7 @@ def test_arm_stores_the_token_and_waits() -> None:
         "armed": True,
         "webhookAlreadyArrived": False,
     }
-    assert stored(store).task_token == "task-1"
+    assert stored(store).attempt.task_token == "task-1"  # type: ignore[union-attr]
     assert workflow.wakes == []
 
 
@@ -131,7 +133,7 @@ def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
     store, workflow = job_store(), FakeWorkflow()
     seed(store)
     workflow.wait("task-1")
-    hooks = WebhookReceiver(store, workflow, lambda: "key", lambda: [])
+    hooks = WebhookReceiver(store, workflow, lambda: ["key"], lambda: [])
     body = json.dumps({"id": "gen-1", "status": "FAILED", "error_code": "boom"}).encode()
 
     def deliver() -> None:
@@ -149,8 +151,19 @@ def test_webhook_and_arm_converge_in_either_order(webhook_first: bool) -> None:
 # ---------------------------------------------------------------------------- reconcile
 
 
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def state(
-    attempt: int = 0, webhook: dict[str, Any] | None = None, deadline: datetime = NOW + timedelta(days=3650)
+    attempt: int = 0,
+    webhook: dict[str, Any] | None = None,
+    deadline: datetime = NOW + timedelta(days=3650),
+    *,
+    slot_release_at: datetime | None = None,
+    watch_until: datetime | None = None,
+    finalize_attempt: int = 0,
+    resume: str = "await",
 ) -> ExecutionState:
     return ExecutionState.model_validate(
         {
@@ -161,12 +174,24 @@ def state(
                 "firstIntervalSeconds": 10,
                 "backoffRate": 2,
                 "maxIntervalSeconds": 60,
-                "deadline": deadline.isoformat().replace("+00:00", "Z"),
+                "lateCheckSeconds": 300,
+                "deadline": iso(deadline),
+                "slotReleaseAt": iso(slot_release_at or deadline + timedelta(hours=1)),
+                "watchUntil": iso(watch_until or deadline + timedelta(hours=47)),
             },
-            "reconcile": {"attempt": attempt, "terminal": False, "nextWaitSeconds": 10},
+            "reconcile": {"attempt": attempt, "terminal": False, "late": False, "nextWaitSeconds": 10},
+            "finalize": {"attempt": finalize_attempt, "next": "start", "nextWaitSeconds": 0},
+            "resume": resume,
             "webhook": webhook or {},
         }
     )
+
+
+def poll(
+    store: SeededStore, api: FakeSyncApi, execution: ExecutionState, moment: datetime = NOW
+) -> dict[str, Any]:
+    """Reconcile, as the state machine calls it."""
+    return reconcile(store, FakeStorage(), api.client(), slots(), execution, 1, clock(moment))
 
 
 def got(status: str, **extra: Any) -> httpx.Response:
@@ -182,19 +207,24 @@ def clock(moment: datetime = NOW) -> Callable[[], datetime]:
     return lambda: moment
 
 
+def answer(status: str | None, terminal: bool, attempt: int, wait: int, late: bool = False) -> dict[str, Any]:
+    return {"status": status, "terminal": terminal, "late": late, "attempt": attempt, "nextWaitSeconds": wait}
+
+
 def test_reconcile_records_a_completed_generation_it_polled() -> None:
     store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store, "PROCESSING")
-    result = reconcile(store, api.client(), state(0), 1, clock())
-    assert result == {"status": "COMPLETED", "terminal": True, "attempt": 0, "nextWaitSeconds": 0}
+    assert poll(store, api, state(0)) == answer("COMPLETED", True, 1, 1)
     (request,) = api.requests
     assert (request.method, request.url.path) == ("GET", "/v2/generate/gen-1")
     job = stored(store)
-    assert (job.status, job.output_url, job.output_duration) == ("COMPLETED", OUTPUT_URL, 12.5)
+    assert job.attempt is not None
+    assert (job.status, job.attempt.output_url, job.output_duration) == ("COMPLETED", OUTPUT_URL, 12.5)
     assert (job.finished_by, job.history[-1].source) == ("polling", "poll")
     assert job.finished_at is not None
     assert job.confirmed_at is not None
-    assert "outputUrl" not in job.public_view()
+    assert job.late is None
+    assert "outputUrl" not in json.dumps(job.public_view())
 
 
 @pytest.mark.parametrize(
@@ -204,10 +234,9 @@ def test_reconcile_records_a_completed_generation_it_polled() -> None:
 def test_reconcile_says_polling_when_no_webhook_woke_this_look(attempt: int, webhook: dict[str, Any]) -> None:
     store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store, "PROCESSING")
-    assert reconcile(store, api.client(), state(attempt, webhook), 1, clock())["terminal"] is True
+    assert poll(store, api, state(attempt, webhook))["terminal"] is True
     job = stored(store)
     assert (job.status, job.finished_by, job.history[-1].source) == ("COMPLETED", "polling", "poll")
-    assert job.output_url == OUTPUT_URL
 
 
 def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() -> None:
@@ -215,19 +244,12 @@ def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() ->
     # The webhook only signalled; nothing has read the end back from sync.so yet.
     seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
-    assert (
-        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["outputKey"]
-        == "outputs/campaign/a.mp4"
-    )
+    result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
+    assert (result["next"], result["outputKey"]) == ("end", "outputs/campaign/a.mp4")
     (request,) = api.requests
     assert request.url.path == "/v2/generate/gen-1"
     job = stored(store)
-    assert (job.status, job.output_url, job.output_duration, job.finished_by) == (
-        "COMPLETED",
-        OUTPUT_URL,
-        12.5,
-        "webhook",
-    )
+    assert (job.status, job.output_duration, job.finished_by) == ("COMPLETED", 12.5, "webhook")
     assert job.finished_at is not None
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
 
@@ -235,8 +257,8 @@ def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() ->
 def test_finalize_after_a_premature_webhook_hands_over_to_polling() -> None:
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
     seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
-    with pytest.raises(GenerationNotFinished):
-        finalize(store, storage, api.client(), slots(), state())
+    result = finalize(store, storage, api.client(), slots(), state(), now=clock())
+    assert (result["next"], result["nextWaitSeconds"]) == ("poll", 10)
     assert storage.objects == {}
     assert storage.documents == {}
     assert stored(store).confirmed_at is None
@@ -246,7 +268,7 @@ def test_reconcile_records_a_failed_generation_with_its_error() -> None:
     store = job_store()
     api = FakeSyncApi(got("FAILED", error="No face.", errorCode="generation_face_not_detected"))
     seed(store)
-    assert reconcile(store, api.client(), state(), 1, clock())["status"] == "FAILED"
+    assert poll(store, api, state())["status"] == "FAILED"
     job = stored(store)
     assert job.error is not None
     assert (job.status, job.error.code, job.error.message) == (
@@ -274,15 +296,8 @@ def test_reconcile_of_a_running_generation_schedules_the_next_look(
 ) -> None:
     store, api = job_store(), FakeSyncApi(got("PROCESSING"))
     seed(store)
-    result = reconcile(
-        store, api.client(), state(attempt, deadline=NOW + timedelta(seconds=seconds_left)), 1, clock()
-    )
-    assert result == {
-        "status": "PROCESSING",
-        "terminal": False,
-        "attempt": attempt + 1,
-        "nextWaitSeconds": expected,
-    }
+    result = poll(store, api, state(attempt, deadline=NOW + timedelta(seconds=seconds_left)))
+    assert result == answer("PROCESSING", False, attempt + 1, expected)
     job = stored(store)
     assert (job.status, job.history[-1].source) == ("PROCESSING", "poll")
 
@@ -290,9 +305,9 @@ def test_reconcile_of_a_running_generation_schedules_the_next_look(
 def test_reconcile_of_the_same_running_status_twice_changes_nothing_but_returns_the_schedule() -> None:
     store, api = job_store(), FakeSyncApi(got("PROCESSING"))
     seed(store)
-    reconcile(store, api.client(), state(0), 1, clock())
+    poll(store, api, state(0))
     history = stored(store).history
-    assert reconcile(store, api.client(), state(1), 1, clock())["attempt"] == 2
+    assert poll(store, api, state(1))["attempt"] == 2
     assert stored(store).history == history
 
 
@@ -309,23 +324,10 @@ def test_poll_schedule_follows_first_times_rate_to_the_power_of_attempt() -> Non
     assert [schedule.wait_after(attempt, NOW) for attempt in range(7)] == [5, 8, 12, 17, 26, 30, 30]
 
 
-def test_reconcile_past_the_deadline_times_the_job_out() -> None:
-    store, api = job_store(), FakeSyncApi(got("PROCESSING"))
-    seed(store)
-    deadline = NOW - timedelta(seconds=1)
-    result = reconcile(store, api.client(), state(7, deadline=deadline), 1, clock())
-    assert result == {"status": "TIMED_OUT", "terminal": True, "attempt": 7, "nextWaitSeconds": 0}
-    job = stored(store)
-    assert job.status == JobStatus.TIMED_OUT
-    assert job.error is not None
-    assert job.error.code == "job_timed_out"
-    assert job.finished_by == "polling"
-
-
 def test_a_terminal_answer_past_the_deadline_is_still_recorded_as_such() -> None:
     store, api = job_store(), FakeSyncApi(COMPLETED)
     seed(store)
-    result = reconcile(store, api.client(), state(7, deadline=NOW - timedelta(minutes=5)), 1, clock())
+    result = poll(store, api, state(7, deadline=NOW - timedelta(minutes=5)))
     assert result["status"] == "COMPLETED"
     assert stored(store).status == "COMPLETED"
 
@@ -334,40 +336,125 @@ def time_out(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectTimeout("slow", request=request)
 
 
-@pytest.mark.parametrize("reply", [httpx.Response(502, text="bad gateway"), httpx.Response(429), time_out])
-def test_a_retryable_get_error_is_raised_before_the_deadline(
+NOT_FOUND = httpx.Response(
+    404, json={"statusCode": 404, "errorCode": "generation_not_found", "message": "no"}
+)
+FORBIDDEN = httpx.Response(403, json={"statusCode": 403, "message": "Forbidden"})
+UNAUTHORIZED = httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401})
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(502, text="bad gateway"),
+        httpx.Response(429),
+        time_out,
+        NOT_FOUND,
+        FORBIDDEN,
+        UNAUTHORIZED,
+        httpx.Response(200, text="<html>not json</html>"),
+    ],
+    ids=["502", "429", "timeout", "404", "403", "401", "garbled-200"],
+)
+def test_a_get_that_fails_decides_nothing_and_the_schedule_moves_on(
     reply: httpx.Response | Callable[..., Any],
 ) -> None:
+    """Issue 14, items 10 and 12: a failed poll did not advance the attempt, and one 403/404 (a glitch
+    right after a COMPLETED webhook) ended the job FAILED, its output never copied."""
     store, api = job_store(), FakeSyncApi(reply)
     seed(store)
-    before = json.dumps(store.items)
-    with pytest.raises(SyncRetryableError):
-        reconcile(store, api.client(), state(2), 1, clock())
-    assert json.dumps(store.items) == before
+    before = stored(store)
+    assert poll(store, api, state(2)) == answer("PENDING", False, 3, 40)
+    after = stored(store)
+    assert (after.status, after.error, after.history) == (before.status, before.error, before.history)
 
 
-@pytest.mark.parametrize("reply", [httpx.Response(502, text="bad gateway"), time_out])
-def test_a_retryable_get_error_after_the_deadline_times_out(
-    reply: httpx.Response | Callable[..., Any],
-) -> None:
-    store, api = job_store(), FakeSyncApi(reply)
-    seed(store)
-    result = reconcile(store, api.client(), state(2, deadline=NOW), 1, clock())
-    assert (result["status"], result["terminal"]) == ("TIMED_OUT", True)
-    assert stored(store).status == "TIMED_OUT"
+def test_a_404_glitch_after_a_completed_webhook_still_ends_with_the_output_copied() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(NOT_FOUND, COMPLETED)
+    seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
+    assert finalize(store, storage, api.client(), slots(), state(), now=clock())["next"] == "poll"
+    assert stored(store).status == "PROCESSING"
+    assert poll(store, api, state(1))["terminal"] is True
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "end"
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "COMPLETED"
 
 
-def test_a_404_fails_the_job() -> None:
-    store = job_store()
-    api = FakeSyncApi(
-        httpx.Response(404, json={"statusCode": 404, "errorCode": "generation_not_found", "message": "no"})
-    )
-    seed(store)
-    assert reconcile(store, api.client(), state(), 1, clock())["status"] == "FAILED"
+# ---------------------------------------------------------------------------- past the deadline
+
+
+def test_past_the_deadline_the_job_is_timed_out_but_watched_and_keeps_its_slot() -> None:
+    """Issue 14, item 3: TIMED_OUT was final, freed the slot while sync.so still counted the
+    generation, and a completion a minute later was never copied."""
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "PROCESSING")
+    hold_slot(store)
+    execution = state(7, deadline=NOW - timedelta(seconds=1))
+    result = reconcile(store, storage, api.client(), slots(), execution, 1, clock())
+    assert result == answer("TIMED_OUT", False, 8, 300, late=True)
     job = stored(store)
-    assert job.status == "FAILED"
+    assert job.status == JobStatus.TIMED_OUT
     assert job.error is not None
-    assert job.error.code == "generation_not_found"
+    assert job.error.code == "job_timed_out"
+    assert "keeps looking" in job.error.message
+    assert job.finished_at is None
+    assert job.slot == 0
+    assert make_tables()[1].read().slots[0].job_id == JOB_ID
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "TIMED_OUT"  # no event: not over
+
+
+def test_a_timed_out_job_that_completes_later_is_copied_and_marked_late() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("PROCESSING"), COMPLETED)
+    seed(store, "PROCESSING")
+    hold_slot(store)
+    past = state(7, deadline=NOW - timedelta(seconds=1))
+    reconcile(store, storage, api.client(), slots(), past, 1, clock())
+    assert poll(store, api, past, NOW + timedelta(minutes=1))["terminal"] is True
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    result = finalize(store, storage, api.client(), slots(), past, http=cdn.client())
+    assert (result["next"], result["status"]) == ("end", "COMPLETED")
+    job = stored(store)
+    assert (job.status, job.late, job.finished_by) == ("COMPLETED", True, "polling")
+    assert job.slot is None
+    assert make_tables()[1].read().slots == {}
+    document = storage.documents["outputs/campaign/a.json"]
+    assert (document["status"], document["late"]) == ("COMPLETED", True)
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
+
+
+def test_a_timed_out_job_gives_its_slot_back_once_sync_so_has_had_as_long_again() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "TIMED_OUT")
+    hold_slot(store)
+    execution = state(9, deadline=NOW - timedelta(hours=2), slot_release_at=NOW - timedelta(seconds=1))
+    assert reconcile(store, storage, api.client(), slots(), execution, 1, clock())["late"] is True
+    assert make_tables()[1].read().slots == {}
+    job = stored(store)
+    assert (job.status, job.slot) == ("TIMED_OUT", None)
+
+
+def test_a_job_with_no_final_answer_by_the_end_of_its_watch_is_stopped() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "TIMED_OUT")
+    execution = state(300, deadline=NOW - timedelta(hours=47), watch_until=NOW - timedelta(seconds=1))
+    assert reconcile(store, storage, api.client(), slots(), execution, 1, clock())["terminal"] is True
+    job = stored(store)
+    assert job.status == "STOPPED"
+    assert job.error is not None
+    assert "stopped watching" in job.error.message
+    assert finalize(store, storage, api.client(), slots(), execution)["next"] == "end"
+    assert storage.documents["outputs/campaign/a.json"]["status"] == "STOPPED"
+    assert len(api.requests) == 1  # finalize does not ask again: the watch is over
+
+
+def test_late_checks_never_wait_past_the_end_of_the_watch() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
+    seed(store, "TIMED_OUT")
+    execution = state(3, deadline=NOW - timedelta(hours=1), watch_until=NOW + timedelta(seconds=42))
+    assert reconcile(store, storage, api.client(), slots(), execution, 1, clock())["nextWaitSeconds"] == 42
 
 
 # ---------------------------------------------------------------------------- finalize
@@ -407,7 +494,13 @@ def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
     result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
-    assert result == {"status": "COMPLETED", "outputKey": "outputs/campaign/a.mp4"}
+    assert result == {
+        "next": "end",
+        "status": "COMPLETED",
+        "outputKey": "outputs/campaign/a.mp4",
+        "attempt": 1,
+        "nextWaitSeconds": 0,
+    }
     digest = hashlib.sha256(VIDEO).hexdigest()
     output = storage.objects["outputs/campaign/a.mp4"]
     assert output.body == VIDEO
@@ -471,17 +564,15 @@ def test_finalize_twice_uploads_once_and_writes_the_document_once() -> None:
     [
         ("FAILED", "generation_face_not_detected"),
         ("REJECTED", "generation_input_validation_failed"),
-        ("TIMED_OUT", "job_timed_out"),
+        ("STOPPED", "job_timed_out"),
     ],
 )
 def test_other_ends_write_the_document_with_the_error_and_upload_nothing(status: str, code: str) -> None:
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     seed(store, status, error={"code": code, "message": "it went wrong"})
     cdn = Cdn({})
-    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client()) == {
-        "status": status,
-        "outputKey": None,
-    }
+    result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
+    assert (result["next"], result["status"], result["outputKey"]) == ("end", status, None)
     assert "outputs/campaign/a.mp4" not in storage.objects
     assert cdn.requested == []
     assert storage.documents["outputs/campaign/a.json"]["error"] == {"code": code, "message": "it went wrong"}
@@ -536,49 +627,117 @@ def test_an_old_executions_end_does_not_touch_a_resubmitted_job() -> None:
     assert storage.documents == {}
 
 
+class FailingStorage(FakeStorage):
+    """S3 refuses writes to the output (a throttle, an outage) while `failures` last."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def upload(self, key: str, body: Any, **kwargs: Any) -> Any:
+        if key.endswith(".mp4") and self.failures > 0:
+            self.failures -= 1
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {"Error": {"Code": "SlowDown", "Message": "Reduce your request rate"}}, "PutObject"
+            )
+        return super().upload(key, body, **kwargs)
+
+
+def reset(request: httpx.Request) -> httpx.Response:
+    raise httpx.RemoteProtocolError("server disconnected", request=request)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
 @pytest.mark.parametrize(
     "broken",
     [
         httpx.Response(200, stream=BrokenStream()),
         httpx.Response(503, text="unavailable"),
+        reset,
+        refused,
+        time_out,
     ],
-    ids=["reset-mid-download", "cdn-5xx"],
+    ids=["reset-mid-download", "cdn-5xx", "protocol-error", "connect-error", "timeout"],
 )
-def test_a_failed_download_leaves_nothing_and_a_second_run_succeeds(broken: httpx.Response) -> None:
+def test_a_failed_download_comes_back_later_with_a_wait_and_a_second_run_succeeds(broken: Route) -> None:
+    """Issue 14, item 6: transport errors escaped Finalize to RecordFailure, which ended the job
+    COMPLETED + output_copy_failed minutes after the first error; now the copy is tried again later."""
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
-    with pytest.raises((httpx.HTTPError, OutputUnavailableError)):
-        finalize(store, storage, api.client(), slots(), state(), http=Cdn({OUTPUT_URL: broken}).client())
+    result = finalize(
+        store, storage, api.client(), slots(), state(), http=Cdn({OUTPUT_URL: broken}).client(), now=clock()
+    )
+    assert (result["next"], result["nextWaitSeconds"]) == ("retry", 10)
     assert storage.objects == {}
     assert storage.documents == {}
     job = stored(store)
     assert (job.output_checksum, job.finalized_at) == (None, None)
-
-    finalize(
+    later = finalize(
         store,
         storage,
         api.client(),
         slots(),
-        state(),
+        state(finalize_attempt=result["attempt"]),
         http=Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)}).client(),
     )
+    assert later["next"] == "end"
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
     assert storage.documents["outputs/campaign/a.json"]["status"] == "COMPLETED"
 
 
-def test_an_output_that_cannot_be_fetched_at_all_raises() -> None:
-    store, storage = job_store(), FakeStorage()
-    api = FakeSyncApi(httpx.Response(200, text=FRESH_URL))
+def test_an_s3_write_failure_in_finalize_is_tried_again_later() -> None:
+    store, storage, api = job_store(), FailingStorage(failures=1), FakeSyncApi()
     completed_job(store)
-    cdn = Cdn({OUTPUT_URL: httpx.Response(403), FRESH_URL: httpx.Response(403)})
-    with pytest.raises(OutputUnavailableError):
-        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
-    assert storage.objects == {}
+    cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
+    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "retry"
+    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "end"
+    assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
 
 
-def test_record_failure_after_a_failed_copy_still_writes_the_document() -> None:
-    # Finalize gave up on the copy and RecordFailure stops the job. sync.so completed it, so it
-    # stays COMPLETED, and outputs/<name>.json says the output could not be copied (invariant 4).
+def test_copy_retries_back_off_and_never_spin() -> None:
+    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(httpx.Response(503))
+    seed(store, "COMPLETED")
+    waits = [
+        finalize(
+            store,
+            storage,
+            api.client(),
+            slots(),
+            state(finalize_attempt=n),
+            http=Cdn({}).client(),
+            now=clock(),
+        )["nextWaitSeconds"]
+        for n in range(6)
+    ]
+    assert waits == [10, 20, 40, 60, 60, 60]
+    past = state(finalize_attempt=9, deadline=NOW - timedelta(hours=1))
+    assert (
+        finalize(store, storage, api.client(), slots(), past, http=Cdn({}).client(), now=clock())[
+            "nextWaitSeconds"
+        ]
+        == 300
+    )  # past the deadline: the late checks' pace
+
+
+def test_an_output_that_cannot_be_copied_by_the_end_of_the_watch_still_writes_the_ending() -> None:
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(httpx.Response(503, text="download broken"))
+    seed(store, "COMPLETED")  # no output URL recorded: /download is asked, and it keeps failing
+    over = state(deadline=NOW - timedelta(hours=48), watch_until=NOW - timedelta(seconds=1))
+    result = finalize(store, storage, api.client(), slots(), over, http=Cdn({}).client(), now=clock())
+    assert (result["next"], result["status"], result["outputKey"]) == ("end", "COMPLETED", None)
+    document = storage.documents["outputs/campaign/a.json"]
+    assert document["error"]["code"] == "output_copy_failed"
+
+
+def test_stop_after_a_failed_copy_still_writes_the_document() -> None:
+    # The workflow died while the copy kept failing. sync.so completed it, so it stays COMPLETED,
+    # and outputs/<name>.json says the output could not be copied (invariant 4).
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
     error = JobError(code="workflow_outputunavailableerror", message="not downloadable")
@@ -597,8 +756,10 @@ def test_finalize_frees_the_slot_before_copying_and_wakes_the_dispatcher() -> No
     hold_slot(store)
     kicks = len(KICKER.kicks)
     cdn = Cdn({OUTPUT_URL: httpx.Response(503)})  # the copy fails: the slot is free all the same
-    with pytest.raises(OutputUnavailableError):
-        finalize(store, storage, api.client(), slots(), state(), http=cdn.client(), now=clock())
+    assert (
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client(), now=clock())["next"]
+        == "retry"
+    )
     assert make_tables()[1].read().slots == {}
     assert stored(store).slot is None
     assert len(KICKER.kicks) == kicks + 1
@@ -623,16 +784,46 @@ def test_a_confirmed_transient_failure_goes_back_to_the_queue_once(code: str | N
         store,
         "PROCESSING",
         generations=[{"generationId": "gen-1", "idempotencyKey": f"{JOB_ID}.1", "submittedAt": AT}],
+        queueKey=f"{AT}#{JOB_ID}",
     )
     hold_slot(store)
     result = finalize(store, storage, api.client(), slots(retries=1), state())
-    assert result == {"status": "QUEUED", "outputKey": None}
+    assert (result["next"], result["status"]) == ("end", "QUEUED")
     job = stored(store)
-    assert (job.status, job.resubmissions, job.generation_id) == ("QUEUED", 1, None)
-    assert store.queue_head(5) == [JOB_ID] if job.queue_key else True
+    assert (job.status, job.resubmissions, job.generation_id, job.attempt) == ("QUEUED", 1, None, None)
+    assert store.queue_head(5) == [JOB_ID]
     assert [(g.generation_id, g.api_status) for g in job.generations] == [("gen-1", "FAILED")]
     assert make_tables()[1].read().slots == {}
     assert storage.documents == {}  # not over yet
+
+
+class ContendedAdmission:
+    """The real admission, but every release meets another writer (a TransactionConflict)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def release(self, *args: Any, **kwargs: Any) -> bool:
+        raise Contention("the plan changed meanwhile")
+
+
+def test_a_resubmission_that_meets_contention_fails_the_task_for_its_retry() -> None:
+    """Issue 14, item 5: `_resubmit` ignored a failed release: the job stayed in flight holding its
+    slot until the sweep failed it an hour past its deadline."""
+    store, storage = job_store(), FakeStorage()
+    api = FakeSyncApi(got("FAILED", errorCode="generation_pipeline_failed"))
+    seed(store, "PROCESSING")
+    hold_slot(store)
+    contended = Slots(ContendedAdmission(make_tables()[1]), KICKER, 1)
+    with pytest.raises(Contention):
+        finalize(store, storage, api.client(), contended, state())
+    assert stored(store).status == "PROCESSING"  # nothing written: Step Functions' Retry runs it again
+    result = finalize(store, storage, api.client(), slots(retries=1), state())
+    assert result["status"] == "QUEUED"
+    assert make_tables()[1].read().slots == {}
 
 
 def test_a_second_transient_failure_past_the_retry_budget_is_final() -> None:
@@ -655,27 +846,16 @@ def test_a_permanent_failure_is_never_sent_again(code: str) -> None:
 def test_reconcile_leaves_a_transient_failure_for_finalize_to_resubmit() -> None:
     store, api = job_store(), FakeSyncApi(got("FAILED", errorCode="generation_unknown_error"))
     seed(store, "PROCESSING")
-    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    assert poll(store, api, state())["terminal"] is True
     job = stored(store)
     assert (job.status, job.api_status) == ("PROCESSING", "FAILED")
     assert job.confirmed_at is not None
 
 
-def test_finalize_gives_up_on_a_copy_at_the_deadline_and_still_writes_the_ending() -> None:
-    store, storage = job_store(), FakeStorage()
-    api = FakeSyncApi(httpx.Response(503, text="download broken"))
-    seed(store, "COMPLETED")  # no output URL recorded: /download is asked, and it keeps failing
-    past = state(deadline=NOW - timedelta(seconds=1))
-    result = finalize(store, storage, api.client(), slots(), past, http=Cdn({}).client(), now=clock())
-    assert result == {"status": "COMPLETED", "outputKey": None}
-    document = storage.documents["outputs/campaign/a.json"]
-    assert document["error"]["code"] == "output_copy_failed"
-
-
 def test_reconcile_of_a_settled_job_answers_without_another_get() -> None:
     store, api = job_store(), FakeSyncApi()
     seed(store, "COMPLETED")
-    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    assert poll(store, api, state())["terminal"] is True
     assert api.requests == []
 
 
@@ -692,25 +872,25 @@ def test_a_rotated_api_key_is_read_again_and_the_poll_succeeds() -> None:
     seed(store)
     client = api.client(current_key(keys))
     keys.append("sk-new")
-    assert reconcile(store, client, state(), 1, clock())["status"] == "PROCESSING"
+    result = reconcile(store, FakeStorage(), client, slots(), state(), 1, clock())
+    assert result["status"] == "PROCESSING"
     assert [request.headers["x-api-key"] for request in api.requests] == ["sk-old", "sk-new"]
-
-
-def test_a_rejected_key_is_retryable_for_a_running_job_not_a_failure() -> None:
-    store = job_store()
-    api = FakeSyncApi(httpx.Response(401, json={"message": "Unauthorized", "statusCode": 401}))
-    seed(store)
-    with pytest.raises(SyncRetryableError):
-        reconcile(store, api.client(), state(), 1, clock())
-    assert stored(store).status == "PENDING"
 
 
 def test_an_unknown_final_status_is_kept_verbatim_and_never_read_as_ours() -> None:
     store, storage = job_store(), FakeStorage()
     api = FakeSyncApi(got("QUEUED"))  # named like the pipeline's own status
     seed(store, "PROCESSING")
-    assert reconcile(store, api.client(), state(), 1, clock())["terminal"] is True
+    assert poll(store, api, state())["terminal"] is True
     job = stored(store)
     assert (job.status, job.api_status) == ("UNKNOWN", "QUEUED")
     finalize(store, storage, api.client(), slots(), state())
     assert storage.documents["outputs/campaign/a.json"]["apiStatus"] == "QUEUED"
+
+
+def test_arm_for_a_job_that_moved_on_wakes_the_wait_at_once() -> None:
+    store, workflow = job_store(), FakeWorkflow()
+    seed(store, "PENDING", generationId="gen-2")
+    workflow.wait("task-1")
+    assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1")["armed"] is False
+    assert workflow.waiting == set()

@@ -511,10 +511,14 @@ def test_an_upper_case_json_extension_is_a_manifest() -> None:
     assert planned(storage, manifest(storage, request_body(VIDEO, AUDIO), "jobs/M.JSON")).name == "M"
 
 
-def test_a_manifest_job_id_follows_the_manifest_version() -> None:
+def test_a_manifest_job_id_follows_what_it_asks_not_which_upload_asked() -> None:
+    """Issue 14, item 15: job identity came from the object version, so the same folder sent twice
+    made new paid jobs. Now the same bytes asking the same request are the same job."""
     storage = FakeStorage(BUCKET)
     key = manifest(storage, request_body(VIDEO, AUDIO))
     first = planned(storage, key).job_id
     assert planned(storage, key).job_id == first
-    manifest(storage, request_body(VIDEO, AUDIO))
+    manifest(storage, request_body(VIDEO, AUDIO))  # the same bytes again: a new version
+    assert planned(storage, key).job_id == first
+    manifest(storage, request_body(VIDEO, AUDIO) | {"model": "lipsync-2-pro"})
     assert planned(storage, key).job_id != first

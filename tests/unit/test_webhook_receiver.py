@@ -47,7 +47,7 @@ def seed(store: SeededStore, *, job_id: str = JOB_ID, status: str = "PENDING", *
 
 
 def receiver(store: SeededStore, workflow: FakeWorkflow, secrets: list[str] | None = None) -> WebhookReceiver:
-    return WebhookReceiver(store, workflow, lambda: TOKEN_KEY, lambda: list(secrets or []))
+    return WebhookReceiver(store, workflow, lambda: [TOKEN_KEY], lambda: list(secrets or []))
 
 
 def payload(status: str, gen_id: str = "gen-1", **extra: Any) -> bytes:
@@ -84,7 +84,7 @@ def test_a_delivery_is_recorded_as_a_signal_and_changes_no_status() -> None:
 
 def test_a_lying_failed_webhook_sets_neither_status_nor_error() -> None:
     store, workflow = make_tables()[0], FakeWorkflow()
-    seed(store, taskToken=workflow.wait("task-token-1"))
+    seed(store, attempt={"key": "k", "taskToken": workflow.wait("task-token-1")})
     body = payload("FAILED", error="No face was detected.", error_code="generation_face_not_detected")
     result = receiver(store, workflow).receive(JOB_ID, token(), None, body)
     assert result.woke_workflow  # the execution wakes and asks sync.so, whose GET decides
@@ -236,7 +236,7 @@ def test_a_webhook_for_a_queued_job_changes_nothing_but_the_signal() -> None:
 @pytest.mark.parametrize("status", ["COMPLETED", "FAILED", "REJECTED", "CANCELED"])
 def test_a_terminal_webhook_wakes_the_waiting_workflow(status: str) -> None:
     store, workflow = make_tables()[0], FakeWorkflow()
-    seed(store, taskToken=workflow.wait("task-token-1"))
+    seed(store, attempt={"key": "k", "taskToken": workflow.wait("task-token-1")})
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload(status))
     assert (result.applied, result.woke_workflow) == (True, True)
     assert workflow.wakes == [("task-token-1", {"webhookStatus": status})]
@@ -259,7 +259,7 @@ def test_without_a_task_token_there_is_no_wake_but_the_signal_is_recorded() -> N
 
 def test_a_wait_that_is_already_over_reports_no_wake() -> None:
     store, workflow = make_tables()[0], FakeWorkflow()
-    seed(store, taskToken="timed-out-token")  # not waiting any more
+    seed(store, attempt={"key": "k", "taskToken": "timed-out-token"})  # not waiting any more
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("COMPLETED"))
     assert (result.applied, result.woke_workflow) == (True, False)
     assert [woken for woken, _ in workflow.wakes] == ["timed-out-token"]
@@ -267,7 +267,7 @@ def test_a_wait_that_is_already_over_reports_no_wake() -> None:
 
 def test_a_non_terminal_webhook_does_not_wake() -> None:
     store, workflow = make_tables()[0], FakeWorkflow()
-    seed(store, taskToken=workflow.wait("task-token-1"))
+    seed(store, attempt={"key": "k", "taskToken": workflow.wait("task-token-1")})
     result = receiver(store, workflow).receive(JOB_ID, token(), None, payload("PROCESSING"))
     assert (result.applied, result.woke_workflow) == (True, False)
     assert workflow.wakes == []
@@ -281,7 +281,7 @@ def test_a_webhooks_output_url_is_never_stored(field: str) -> None:
     assert receiver(store, workflow).receive(JOB_ID, token(), None, body).applied
     job = store.get(JOB_ID)
     assert job is not None
-    assert job.output_url is None
+    assert job.attempt is None
     assert "evil.example" not in json.dumps(store.items)
 
 
@@ -307,6 +307,41 @@ def test_empty_signing_secret_values_mean_no_signing() -> None:
     store, workflow = make_tables()[0], FakeWorkflow()
     seed(store)
     hooks = WebhookReceiver(
-        store, workflow, lambda: TOKEN_KEY, lambda: parse_signing_secrets('{"current": "", "previous": ""}')
+        store, workflow, lambda: [TOKEN_KEY], lambda: parse_signing_secrets('{"current": "", "previous": ""}')
     )
     assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
+
+
+# ---------------------------------------------------------------------------- issue 14: bad input, key rotation
+
+
+@pytest.mark.parametrize("given", ["é" * 64, "\u0000", "😀", token()[:-1] + "é", "\udcff"])
+def test_a_token_that_is_not_ascii_is_refused_not_a_crash(given: str) -> None:
+    """Issue 14, item 11: hmac.compare_digest raised TypeError on non-ASCII text: a 502."""
+    store, workflow = make_tables()[0], FakeWorkflow()
+    seed(store)
+    error = rejected(lambda: receiver(store, workflow).receive(JOB_ID, given, None, payload("COMPLETED")))
+    assert (error.status_code, error.reason) == (403, "bad_token")
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["t=\u00b2,v1=abc", "t=1\u0661,v1=abc", f"t={int(time.time())},v1=\u00e9\u00e9", "t=,v1=", "t=-5,v1=ab"],
+    ids=["superscript-two", "arabic-digit", "non-ascii-signature", "empty", "negative"],
+)
+def test_a_garbled_signature_header_is_a_401_not_a_crash(header: str) -> None:
+    store, workflow = make_tables()[0], FakeWorkflow()
+    seed(store)
+    hooks = receiver(store, workflow, [CURRENT])
+    error = rejected(lambda: hooks.receive(JOB_ID, token(), header, payload("COMPLETED")))
+    assert (error.status_code, error.reason) == (401, "bad_signature")
+
+
+def test_after_a_token_key_rotation_the_previous_key_still_opens_urls_minted_before() -> None:
+    store, workflow = make_tables()[0], FakeWorkflow()
+    seed(store)
+    keys = ["new-key", TOKEN_KEY]  # current, then previous (within the overlap)
+    hooks = WebhookReceiver(store, workflow, lambda: keys, lambda: [])
+    assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
+    keys.pop()  # the overlap is over
+    assert rejected(lambda: hooks.receive(JOB_ID, token(), None, payload("PROCESSING"))).status_code == 403
