@@ -208,6 +208,12 @@ def _waiting_job_ids(api: StatusApi) -> list[str]:
     return found
 
 
+def _ended(job: dict[str, Any]) -> bool:
+    """Final and written out: its document and cost are there (a final status alone comes a moment
+    before them)."""
+    return is_final(job["status"]) and bool(job.get("finalizedAt"))
+
+
 def watch(args: argparse.Namespace) -> int:
     if bool(args.job) == bool(args.all):
         raise CliError("give a JOB or --all", Exit.USAGE)
@@ -223,12 +229,12 @@ def watch(args: argparse.Namespace) -> int:
             if args.all:
                 ids.extend(job_id for job_id in _waiting_job_ids(api) if job_id not in ids)
             for job_id in ids:
-                if job_id in latest and is_final(latest[job_id]["status"]):
+                if job_id in latest and _ended(latest[job_id]):
                     continue
                 latest[job_id] = api.job(job_id)
                 if display:
-                    display.update(latest[job_id], is_final(latest[job_id]["status"]))
-            if all(is_final(job["status"]) for job in latest.values()):
+                    display.update(latest[job_id], _ended(latest[job_id]))
+            if all(_ended(job) for job in latest.values()):
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -241,7 +247,7 @@ def watch(args: argparse.Namespace) -> int:
         render.print_json(jobs[0] if args.job else {"jobs": jobs})
     elif not jobs:
         render.console().print("no jobs waiting or in flight")
-    unfinished = [job for job in jobs if not is_final(job["status"])]
+    unfinished = [job for job in jobs if not _ended(job)]
     if unfinished:
         render.console(stderr=True).print(
             f"lipsync: {len(unfinished)} job(s) still not final after {args.timeout} s"

@@ -1,6 +1,6 @@
 """Finalize: confirm the end with a GET, free the plan slot, copy a COMPLETED output into outputs/
-and write outputs/<name>.json (or send a transient failure once more). Its answer's `next` tells
-the state machine what follows: the end, polling again, or another try of the copy."""
+and write outputs/<name>.json (or send a transient failure once more). GenerationNotFinished sends
+the state machine back to polling; OutputNotCopiedYet is retried by its Retry, with growing waits."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = ExecutionState.model_validate(event)
     logger.append_keys(job_id=state.job_id, generation_id=state.generation_id)
     result = finalize(store, storage, sync, slots, state, events=events)
-    if result["status"] == "UNKNOWN" and result["next"] == "end":
+    if result["status"] == "UNKNOWN":
         count("UnknownApiStatus")
     # The outcome metric (JobsFinished by Outcome) goes out with the document, once per job.
     logger.info("finalize", extra=result)

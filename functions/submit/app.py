@@ -25,6 +25,7 @@ from lipsync.plan.cost import CostEstimator
 from lipsync.plan.kicks import SqsKicker
 from lipsync.plan.prices import PriceTable
 from lipsync.queue.intake import Intake
+from lipsync.queue.redelivery import retry_sooner
 from lipsync.s3_events import ObjectCreated, created_objects
 from lipsync.storage import S3Storage
 from lipsync.syncso.client import SyncClient
@@ -32,6 +33,13 @@ from lipsync.syncso.client import SyncClient
 ESTIMATE_TIMEOUT = httpx.Timeout(3.0, connect=2.0)  # an estimate is worth little waiting: fall back
 
 processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def sqs() -> Any:
+    import boto3
+
+    return boto3.client("sqs")
 
 
 @cache
@@ -58,8 +66,11 @@ def intake_record(queued: list[str], record: SQSRecord) -> None:
         try:
             outcome, job = intake()[0].handle(created)
         except Exception as error:
-            if int(record.attributes.approximate_receive_count) >= intake()[0].max_receive_count:
+            receives = int(record.attributes.approximate_receive_count)
+            if receives >= intake()[0].max_receive_count:
                 report_dead_letter(created, error)
+            elif queue_url := IntakeSettings.from_env().submit_queue_url:
+                retry_sooner(sqs(), queue_url, record.receipt_handle, receives)
             raise
         if outcome == "queued":
             queued.append(created.key)

@@ -22,7 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from lipsync.jobs.model import ObjectRef, job_id_for
+from lipsync.jobs.names import NAME_PREFIX
 from lipsync.syncso.webhook_auth import job_token, sign
 from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
@@ -93,7 +93,6 @@ class Pipeline:
         self.dynamodb = stack.client("dynamodb")
         self.sfn = stack.client("stepfunctions")
         self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.job_ids: dict[str, str] = {}  # name -> job id, for what this test dropped
 
     # ------------------------------------------------------------------ input
     def put(self, key: str, body: bytes) -> dict[str, Any]:
@@ -101,42 +100,39 @@ class Pipeline:
 
     def drop_pair(self, stem: str) -> str:
         name = f"{self.prefix}/{stem}"
-        refs = [
-            self._ref(f"inputs/{name}.{suffix}", body)
-            for suffix, body in (("mp4", self.media.video), ("wav", self.media.audio))
-        ]
-        self.job_ids[name] = job_id_for(self.bucket, refs)  # what intake derives from the same uploads
+        for suffix, body in (("mp4", self.media.video), ("wav", self.media.audio)):
+            self.put(f"inputs/{name}.{suffix}", body)
         return name
 
     def drop_manifest(self, stem: str, manifest: dict[str, Any] | bytes) -> str:
         name = f"{self.prefix}/{stem}"
         body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
-        self.job_ids[name] = job_id_for(self.bucket, [self._ref(f"jobs/{name}.json", body)])
+        self.put(f"jobs/{name}.json", body)
         return name
-
-    def _ref(self, key: str, body: bytes) -> ObjectRef:
-        answer = self.put(key, body)
-        return ObjectRef(key=key, version_id=answer.get("VersionId"), etag=answer["ETag"].strip('"'))
 
     # ------------------------------------------------------------------ jobs
     def jobs(self, name: str) -> list[dict[str, Any]]:
-        """The job named `name`: read by id when this test dropped it (moto's Scan is slow: ~1 s
-        per 200 items), else found by a scan."""
+        """The job named `name`: the owner of its output name (lipsync.jobs.names), read by id (moto's
+        Scan is slow: ~1 s per 200 items); a scan only for a job that has no name of its own."""
         deserializer = TypeDeserializer()
         table = self.stack.state["jobs_table"]
-        if name in self.job_ids:
-            answer = self.dynamodb.get_item(
-                TableName=table, Key={"jobId": {"S": self.job_ids[name]}}, ConsistentRead=True
-            )
-            items = [answer["Item"]] if "Item" in answer else []
-        else:
-            items = self.dynamodb.scan(
-                TableName=table,
-                ConsistentRead=True,
-                FilterExpression="#n = :n",
-                ExpressionAttributeNames={"#n": "name"},
-                ExpressionAttributeValues={":n": {"S": name}},
-            )["Items"]
+
+        def read(key: str) -> dict[str, Any] | None:
+            answer = self.dynamodb.get_item(TableName=table, Key={"jobId": {"S": key}}, ConsistentRead=True)
+            item = answer.get("Item")
+            return {k: deserializer.deserialize(v) for k, v in item.items()} if item else None
+
+        claim = read(NAME_PREFIX + name)
+        if claim is not None:
+            job = read(str(claim["owner"]))
+            return [job] if job else []
+        items = self.dynamodb.scan(
+            TableName=table,
+            ConsistentRead=True,
+            FilterExpression="#n = :n",
+            ExpressionAttributeNames={"#n": "name"},
+            ExpressionAttributeValues={":n": {"S": name}},
+        )["Items"]
         return [{key: deserializer.deserialize(value) for key, value in item.items()} for item in items]
 
     def wait_job(

@@ -57,7 +57,7 @@ def assert_document(pipeline: Pipeline, job: dict[str, Any], status: str) -> dic
     assert document["status"] == status
     assert document["jobId"] == job["jobId"]
     assert document["generationId"] == job["generationId"]
-    for private in ("requestBody", "taskToken", "outputUrl"):
+    for private in ("request", "attempt", "taskToken", "outputUrl"):
         assert private not in document
     assert "X-Amz-Signature" not in json.dumps(document)
     assert document["timings"]["totalSeconds"] >= 0

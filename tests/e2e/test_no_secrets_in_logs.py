@@ -26,8 +26,8 @@ def test_no_secret_reaches_a_log_or_a_document(pipeline: Pipeline) -> None:
         "API key": pipeline.stack.emulator.config.api_key,
         "signing secret": WEBHOOK_SECRET,
         "token key": pipeline.token_key(),
-        "task token": job["taskToken"],
-        "failed job's task token": failed["taskToken"],
+        "task token": job["attempt"]["taskToken"],
+        "failed job's task token": failed["attempt"]["taskToken"],
         "webhook URL token": job_token(pipeline.token_key(), job["jobId"]),
     }
     signed_url = re.compile(r"(X-Amz-Signature|signature)=[0-9a-f]{16,}", re.IGNORECASE)

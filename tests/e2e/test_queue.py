@@ -122,7 +122,7 @@ def test_a_job_that_waits_longer_than_its_url_lifetime_still_succeeds(pipeline: 
 def test_a_lying_webhook_cannot_fail_a_completed_job(pipeline: Pipeline) -> None:
     pipeline.stack.emulator.set_scenario({"webhook": "drop", "processingSeconds": 3})
     name = pipeline.drop_pair("lied-to")
-    job = pipeline.wait_job(name, until=lambda j: "taskToken" in j)
+    job = pipeline.wait_job(name, until=lambda j: "taskToken" in j.get("attempt", {}))
     lie = {"id": job["generationId"], "status": "FAILED", "error_code": "generation_pipeline_failed"}
     assert pipeline.deliver_webhook(job["jobId"], lie) == 200
     finished = pipeline.wait_job(name, timeout=40)

@@ -94,8 +94,10 @@ def test_429s_and_uncertain_answers_recover_with_one_generation_and_the_right_ke
         }
     )
     name = pipeline.drop_pair("storm")
-    waiting = pipeline.wait_job(name, until=lambda job: "lastError" in job, timeout=30)
-    assert waiting["status"] in ("QUEUED", "SUBMITTING")  # waiting its turn again, not failed
+    waiting = pipeline.wait_job(
+        name, until=lambda job: any(e.get("detail") == "rate_limit" for e in job["history"]), timeout=30
+    )
+    assert waiting["status"] in ("QUEUED", "SUBMITTING", "PENDING")  # waiting its turn again, not failed
     job = pipeline.wait_job(name, timeout=60)
     assert job["status"] == "COMPLETED"
     posts = pipeline.generation_posts()
@@ -224,7 +226,7 @@ def test_keys_with_spaces_and_unicode(pipeline: Pipeline) -> None:
 def test_webhook_deliveries_land_in_dynamodb_and_forged_ones_change_nothing(pipeline: Pipeline) -> None:
     pipeline.stack.emulator.set_scenario({"webhook": "drop", "outcome": "NEVER"})
     name = pipeline.drop_pair("forged")
-    job = pipeline.wait_job(name, until=lambda j: "generationId" in j and "taskToken" in j)
+    job = pipeline.wait_job(name, until=lambda j: "generationId" in j and "taskToken" in j.get("attempt", {}))
     url = f"{pipeline.stack.state['api_url']}/webhooks/sync/{job['jobId']}"
     token = job_token(pipeline.token_key(), job["jobId"])
     body = json.dumps(
@@ -302,7 +304,15 @@ def test_status_routes_need_iam_and_hide_secrets(pipeline: Pipeline) -> None:
     view = answer.json()
     assert view["jobId"] == job["jobId"]
     assert view["status"] == "COMPLETED"
-    for private in ("requestBody", "requestTemplate", "idempotencyKey", "leaseId", "taskToken", "outputUrl"):
+    for private in (
+        "request",
+        "attempt",
+        "requestBody",
+        "idempotencyKey",
+        "leaseId",
+        "taskToken",
+        "outputUrl",
+    ):
         assert private not in view
     assert "X-Amz-Signature" not in answer.text
     assert "token=" not in answer.text

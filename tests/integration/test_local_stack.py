@@ -1043,7 +1043,11 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "WEBHOOK_TOKEN_KEY_SECRET",
             "WEBHOOK_SIGNING_SECRETS",
         }
-        assert set(env["ReconcileFunction"]) == globals_ | {"SYNC_API_BASE_URL", "SYNC_API_KEY_SECRET"}
+        assert set(env["ReconcileFunction"]) == globals_ | {
+            "MEDIA_BUCKET",
+            "SYNC_API_BASE_URL",
+            "SYNC_API_KEY_SECRET",
+        }
         assert env["DispatchFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
         assert env["DispatchFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
         assert env["DispatchFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]
@@ -1063,6 +1067,7 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
         alarms = real.client("cloudwatch").describe_alarms(AlarmNamePrefix="real-template-")["MetricAlarms"]
         assert sorted(a["AlarmName"].removeprefix("real-template-") for a in alarms) == [
             "BudgetHoldAlarm",
+            "DispatchDeadLetterAlarm",
             "DispatchPausedAlarm",
             "FailedJobRateAlarm",
             "OldestQueuedJobAlarm",

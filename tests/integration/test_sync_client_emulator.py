@@ -259,7 +259,7 @@ def test_slow_answers_and_closed_ports_are_retryable(emulator: SyncEmulator, cli
         pytest.raises(SyncRetryableError) as down,
     ):
         nowhere.get_generation("g")
-    assert down.value.reason == "connection"
+    assert down.value.reason == "not_sent"  # nothing was sent: a definite no, even for a create
 
 
 def test_long_poll_answers_within_its_timeout(

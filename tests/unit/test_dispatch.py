@@ -162,6 +162,11 @@ class World:
         assert found is not None, name
         return found
 
+    def job_by_id(self, job_id: str) -> Job:
+        found = self.store.get(job_id)
+        assert found is not None, job_id
+        return found
+
     def jobs(self) -> list[Job]:
         return [Job.model_validate(item) for item in self.store.items.values()]
 

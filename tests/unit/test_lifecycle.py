@@ -12,6 +12,8 @@ import pytest
 from lipsync.generation.lifecycle import (
     OUTPUT_CONTENT_TYPE,
     ExecutionState,
+    GenerationNotFinished,
+    OutputNotCopiedYet,
     PollSchedule,
     Slots,
     finalize,
@@ -162,8 +164,6 @@ def state(
     *,
     slot_release_at: datetime | None = None,
     watch_until: datetime | None = None,
-    finalize_attempt: int = 0,
-    resume: str = "await",
 ) -> ExecutionState:
     return ExecutionState.model_validate(
         {
@@ -180,8 +180,6 @@ def state(
                 "watchUntil": iso(watch_until or deadline + timedelta(hours=47)),
             },
             "reconcile": {"attempt": attempt, "terminal": False, "late": False, "nextWaitSeconds": 10},
-            "finalize": {"attempt": finalize_attempt, "next": "start", "nextWaitSeconds": 0},
-            "resume": resume,
             "webhook": webhook or {},
         }
     )
@@ -245,7 +243,7 @@ def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() ->
     seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
     result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
-    assert (result["next"], result["outputKey"]) == ("end", "outputs/campaign/a.mp4")
+    assert result["outputKey"] == "outputs/campaign/a.mp4"
     (request,) = api.requests
     assert request.url.path == "/v2/generate/gen-1"
     job = stored(store)
@@ -257,8 +255,8 @@ def test_finalize_confirms_a_webhook_reported_end_and_keeps_the_get_details() ->
 def test_finalize_after_a_premature_webhook_hands_over_to_polling() -> None:
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi(got("PROCESSING"))
     seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
-    result = finalize(store, storage, api.client(), slots(), state(), now=clock())
-    assert (result["next"], result["nextWaitSeconds"]) == ("poll", 10)
+    with pytest.raises(GenerationNotFinished):
+        finalize(store, storage, api.client(), slots(), state(), now=clock())
     assert storage.objects == {}
     assert storage.documents == {}
     assert stored(store).confirmed_at is None
@@ -373,11 +371,14 @@ def test_a_404_glitch_after_a_completed_webhook_still_ends_with_the_output_copie
     store, storage = job_store(), FakeStorage()
     api = FakeSyncApi(NOT_FOUND, COMPLETED)
     seed(store, "PROCESSING", webhookStatus="COMPLETED", webhookGenerationId="gen-1")
-    assert finalize(store, storage, api.client(), slots(), state(), now=clock())["next"] == "poll"
+    with pytest.raises(GenerationNotFinished):
+        finalize(store, storage, api.client(), slots(), state(), now=clock())
     assert stored(store).status == "PROCESSING"
     assert poll(store, api, state(1))["terminal"] is True
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
-    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "end"
+    assert (
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["status"] == "COMPLETED"
+    )
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
     assert storage.documents["outputs/campaign/a.json"]["status"] == "COMPLETED"
 
@@ -415,7 +416,7 @@ def test_a_timed_out_job_that_completes_later_is_copied_and_marked_late() -> Non
     assert poll(store, api, past, NOW + timedelta(minutes=1))["terminal"] is True
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
     result = finalize(store, storage, api.client(), slots(), past, http=cdn.client())
-    assert (result["next"], result["status"]) == ("end", "COMPLETED")
+    assert result["status"] == "COMPLETED"
     job = stored(store)
     assert (job.status, job.late, job.finished_by) == ("COMPLETED", True, "polling")
     assert job.slot is None
@@ -445,7 +446,7 @@ def test_a_job_with_no_final_answer_by_the_end_of_its_watch_is_stopped() -> None
     assert job.status == "STOPPED"
     assert job.error is not None
     assert "stopped watching" in job.error.message
-    assert finalize(store, storage, api.client(), slots(), execution)["next"] == "end"
+    assert finalize(store, storage, api.client(), slots(), execution)["status"] == "STOPPED"
     assert storage.documents["outputs/campaign/a.json"]["status"] == "STOPPED"
     assert len(api.requests) == 1  # finalize does not ask again: the watch is over
 
@@ -494,13 +495,7 @@ def test_finalize_copies_a_completed_output_and_writes_the_document() -> None:
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
     result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
-    assert result == {
-        "next": "end",
-        "status": "COMPLETED",
-        "outputKey": "outputs/campaign/a.mp4",
-        "attempt": 1,
-        "nextWaitSeconds": 0,
-    }
+    assert result == {"status": "COMPLETED", "outputKey": "outputs/campaign/a.mp4"}
     digest = hashlib.sha256(VIDEO).hexdigest()
     output = storage.objects["outputs/campaign/a.mp4"]
     assert output.body == VIDEO
@@ -572,7 +567,7 @@ def test_other_ends_write_the_document_with_the_error_and_upload_nothing(status:
     seed(store, status, error={"code": code, "message": "it went wrong"})
     cdn = Cdn({})
     result = finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
-    assert (result["next"], result["status"], result["outputKey"]) == ("end", status, None)
+    assert result == {"status": status, "outputKey": None}
     assert "outputs/campaign/a.mp4" not in storage.objects
     assert cdn.requested == []
     assert storage.documents["outputs/campaign/a.json"]["error"] == {"code": code, "message": "it went wrong"}
@@ -669,10 +664,8 @@ def test_a_failed_download_comes_back_later_with_a_wait_and_a_second_run_succeed
     COMPLETED + output_copy_failed minutes after the first error; now the copy is tried again later."""
     store, storage, api = job_store(), FakeStorage(), FakeSyncApi()
     completed_job(store)
-    result = finalize(
-        store, storage, api.client(), slots(), state(), http=Cdn({OUTPUT_URL: broken}).client(), now=clock()
-    )
-    assert (result["next"], result["nextWaitSeconds"]) == ("retry", 10)
+    with pytest.raises(OutputNotCopiedYet):
+        finalize(store, storage, api.client(), slots(), state(), http=Cdn({OUTPUT_URL: broken}).client())
     assert storage.objects == {}
     assert storage.documents == {}
     job = stored(store)
@@ -682,10 +675,10 @@ def test_a_failed_download_comes_back_later_with_a_wait_and_a_second_run_succeed
         storage,
         api.client(),
         slots(),
-        state(finalize_attempt=result["attempt"]),
+        state(),
         http=Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)}).client(),
     )
-    assert later["next"] == "end"
+    assert later["status"] == "COMPLETED"
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
     assert storage.documents["outputs/campaign/a.json"]["status"] == "COMPLETED"
 
@@ -694,34 +687,10 @@ def test_an_s3_write_failure_in_finalize_is_tried_again_later() -> None:
     store, storage, api = job_store(), FailingStorage(failures=1), FakeSyncApi()
     completed_job(store)
     cdn = Cdn({OUTPUT_URL: httpx.Response(200, content=VIDEO)})
-    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "retry"
-    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["next"] == "end"
+    with pytest.raises(OutputNotCopiedYet):
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client())
+    assert finalize(store, storage, api.client(), slots(), state(), http=cdn.client())["outputKey"]
     assert storage.objects["outputs/campaign/a.mp4"].body == VIDEO
-
-
-def test_copy_retries_back_off_and_never_spin() -> None:
-    store, storage, api = job_store(), FakeStorage(), FakeSyncApi(httpx.Response(503))
-    seed(store, "COMPLETED")
-    waits = [
-        finalize(
-            store,
-            storage,
-            api.client(),
-            slots(),
-            state(finalize_attempt=n),
-            http=Cdn({}).client(),
-            now=clock(),
-        )["nextWaitSeconds"]
-        for n in range(6)
-    ]
-    assert waits == [10, 20, 40, 60, 60, 60]
-    past = state(finalize_attempt=9, deadline=NOW - timedelta(hours=1))
-    assert (
-        finalize(store, storage, api.client(), slots(), past, http=Cdn({}).client(), now=clock())[
-            "nextWaitSeconds"
-        ]
-        == 300
-    )  # past the deadline: the late checks' pace
 
 
 def test_an_output_that_cannot_be_copied_by_the_end_of_the_watch_still_writes_the_ending() -> None:
@@ -730,7 +699,7 @@ def test_an_output_that_cannot_be_copied_by_the_end_of_the_watch_still_writes_th
     seed(store, "COMPLETED")  # no output URL recorded: /download is asked, and it keeps failing
     over = state(deadline=NOW - timedelta(hours=48), watch_until=NOW - timedelta(seconds=1))
     result = finalize(store, storage, api.client(), slots(), over, http=Cdn({}).client(), now=clock())
-    assert (result["next"], result["status"], result["outputKey"]) == ("end", "COMPLETED", None)
+    assert result == {"status": "COMPLETED", "outputKey": None}
     document = storage.documents["outputs/campaign/a.json"]
     assert document["error"]["code"] == "output_copy_failed"
 
@@ -756,10 +725,8 @@ def test_finalize_frees_the_slot_before_copying_and_wakes_the_dispatcher() -> No
     hold_slot(store)
     kicks = len(KICKER.kicks)
     cdn = Cdn({OUTPUT_URL: httpx.Response(503)})  # the copy fails: the slot is free all the same
-    assert (
-        finalize(store, storage, api.client(), slots(), state(), http=cdn.client(), now=clock())["next"]
-        == "retry"
-    )
+    with pytest.raises(OutputNotCopiedYet):
+        finalize(store, storage, api.client(), slots(), state(), http=cdn.client(), now=clock())
     assert make_tables()[1].read().slots == {}
     assert stored(store).slot is None
     assert len(KICKER.kicks) == kicks + 1
@@ -788,7 +755,7 @@ def test_a_confirmed_transient_failure_goes_back_to_the_queue_once(code: str | N
     )
     hold_slot(store)
     result = finalize(store, storage, api.client(), slots(retries=1), state())
-    assert (result["next"], result["status"]) == ("end", "QUEUED")
+    assert result == {"status": "QUEUED", "outputKey": None}
     job = stored(store)
     assert (job.status, job.resubmissions, job.generation_id, job.attempt) == ("QUEUED", 1, None, None)
     assert store.queue_head(5) == [JOB_ID]

@@ -267,3 +267,75 @@ def test_samconfig_has_a_default_and_a_prod_environment() -> None:
     assert overrides["LogLevel"] == "WARNING"
     assert set(overrides) <= set(TEMPLATE["Parameters"])
     assert not {"SyncApiKey", "SyncWebhookSecret", "SyncWebhookPreviousSecret"} & set(overrides)
+
+
+# ---------------------------------------------------------------------------- timings that cannot work
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"WEBHOOK_TIMEOUT_SECONDS": "7200", "MAX_JOB_SECONDS": "3600"}, "must not exceed MaxJobSeconds"),
+        ({"POLL_FIRST_INTERVAL_SECONDS": "300", "POLL_MAX_INTERVAL_SECONDS": "60"}, "PollMaxIntervalSeconds"),
+        ({"MAX_JOB_SECONDS": "172800"}, "less than or equal to 86400"),
+    ],
+)
+def test_timings_that_cannot_work_fail_the_dispatchers_cold_start_with_the_reason(
+    overrides: dict[str, str], message: str
+) -> None:
+    """Issue 14, item 14: WebhookTimeoutSeconds was checked against neither MaxJobSeconds nor the
+    state machine's own TimeoutSeconds (CloudFormation rules cannot compare two numbers)."""
+    from pydantic import ValidationError
+
+    from lipsync.config import LifecycleTimings
+
+    timings = {
+        "WEBHOOK_TIMEOUT_SECONDS": "600",
+        "POLL_FIRST_INTERVAL_SECONDS": "15",
+        "POLL_BACKOFF_RATE": "1.5",
+        "POLL_MAX_INTERVAL_SECONDS": "120",
+        "MAX_JOB_SECONDS": "21600",
+    }
+    LifecycleTimings.model_validate(timings)
+    with pytest.raises(ValidationError, match=message):
+        LifecycleTimings.model_validate(timings | overrides)
+
+
+def test_the_state_machine_outlives_every_job_it_can_watch() -> None:
+    from lipsync.config import MAX_DEADLINE_SECONDS
+    from lipsync.generation.deadlines import WATCH_SECONDS
+
+    parameter = TEMPLATE["Parameters"]["MaxJobSeconds"]
+    assert parameter["MaxValue"] == MAX_DEADLINE_SECONDS < WATCH_SECONDS < ASL["TimeoutSeconds"]
+    assert TEMPLATE["Parameters"]["WebhookTimeoutSeconds"]["MaxValue"] <= parameter["MaxValue"]
+
+
+def test_the_webhook_route_has_throttle_limits_of_its_own() -> None:
+    settings = TEMPLATE["Resources"]["Api"]["Properties"]["MethodSettings"]
+    by_route = {(s["ResourcePath"], s["HttpMethod"]): s for s in settings}
+    webhook, rest = by_route[("/~1webhooks~1sync~1{jobId}", "POST")], by_route[("/*", "*")]
+    assert webhook["ThrottlingRateLimit"] > rest["ThrottlingRateLimit"]
+    assert webhook["ThrottlingBurstLimit"] > rest["ThrottlingBurstLimit"]
+
+
+def test_copy_retries_wait_ever_longer_up_to_five_minutes_and_outlast_the_watch() -> None:
+    """Issue 14, item 6: copy failures went to RecordFailure minutes after the first error, and a loop
+    after a terminal poll spun with nextWaitSeconds 0. Now Step Functions' Retry owns the waits."""
+    from lipsync.generation.deadlines import WATCH_SECONDS
+
+    retries = {tuple(r["ErrorEquals"]): r for r in ASL["States"]["Finalize"]["Retry"]}
+    copy = retries[("OutputNotCopiedYet",)]
+    assert copy["IntervalSeconds"] >= 1
+    assert copy["BackoffRate"] > 1
+    assert copy["MaxDelaySeconds"] <= 300
+    waits = [
+        min(copy["MaxDelaySeconds"], copy["IntervalSeconds"] * copy["BackoffRate"] ** n)
+        for n in range(copy["MaxAttempts"])
+    ]
+    assert sum(waits) > WATCH_SECONDS  # Finalize itself gives up at the end of the watch
+    assert retries[("GenerationNotFinished",)]["MaxAttempts"] == 0
+    catches = {tuple(c["ErrorEquals"]): c["Next"] for c in ASL["States"]["Finalize"]["Catch"]}
+    assert catches[("GenerationNotFinished",)] == "WaitBeforePoll"
+    for name, state in ASL["States"].items():
+        if state["Type"] == "Wait" and "Seconds" in state:
+            assert state["Seconds"] >= 1, name

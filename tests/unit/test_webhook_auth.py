@@ -103,3 +103,25 @@ def test_job_tokens_are_per_job_and_constant_time_checked() -> None:
     assert not verify_job_token("key", "job-1", None)
     assert not verify_job_token("key", "job-1", "")
     assert not verify_job_token("", "job-1", job_token("", "job-1"))
+
+
+# ---------------------------------------------------------------------------- the token key's rotation
+
+
+def test_the_token_key_ring_holds_the_previous_key_for_the_overlap_only() -> None:
+    """Issue 14, item 13: rotating WebhookTokenKey broke every in-flight webhook URL (only the
+    current key was accepted, cached for the container's life)."""
+    import boto3
+
+    from lipsync.config import TokenKeys
+
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = secrets.create_secret(Name="token-key", SecretString="first")["ARN"]
+    assert TokenKeys(arn, secrets).keys() == ["first"]
+    secrets.put_secret_value(SecretId=arn, SecretString="second")
+    ring = TokenKeys(arn, secrets)
+    assert (ring.keys(), ring.current()) == (["second", "first"], "second")
+    assert TokenKeys(arn, secrets, overlap_seconds=0).keys() == ["second"]  # the overlap is over
+    job = "0123456789abcdef0123456789abcdef"
+    assert verify_job_token(ring.keys(), job, job_token("first", job))
+    assert not verify_job_token(["second"], job, job_token("first", job))

@@ -312,7 +312,7 @@ def test_empty_signing_secret_values_mean_no_signing() -> None:
     assert hooks.receive(JOB_ID, token(), None, payload("PROCESSING")).applied
 
 
-# ---------------------------------------------------------------------------- issue 14: bad input, key rotation
+# ------------------------------------------------------------------ issue 14: bad input, key rotation
 
 
 @pytest.mark.parametrize("given", ["é" * 64, "\u0000", "😀", token()[:-1] + "é", "\udcff"])

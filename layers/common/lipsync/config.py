@@ -103,6 +103,7 @@ class IntakeSettings(PlanningSettings, QueueSettings, CostSettings):
     sync_api_base_url: str | None = Field(None, validation_alias="SYNC_API_BASE_URL", pattern=r"^https?://")
     sync_api_key_secret: str | None = Field(None, validation_alias="SYNC_API_KEY_SECRET", min_length=1)
     max_receive_count: int = Field(5, validation_alias="SUBMIT_MAX_RECEIVE_COUNT", ge=1)
+    submit_queue_url: str | None = Field(None, validation_alias="SUBMIT_QUEUE_URL")  # for sooner retries
     job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lipsync.queue.dispatch import Dispatcher, DispatchReport
     from lipsync.syncso.client import SyncClient
 
-ANNOUNCE_AFTER_SECONDS = 60.0  # an ending's own writer has had this long
+ANNOUNCE_AFTER_SECONDS = 10.0  # an ending's own writer writes it within a second; a double is harmless
 ANNOUNCE_BATCH = 25
 ABANDONED_MARGIN_SECONDS = 3600.0
 

@@ -177,16 +177,10 @@ class ExecutionState(BaseModel):
     generation_id: str = Field(alias="generationId")
     poll: PollSchedule
     reconcile: dict[str, Any] = Field(default_factory=dict)
-    finalize: dict[str, Any] = Field(default_factory=dict)
-    resume: str = "await"
 
     @property
     def attempt(self) -> int:
         return int(self.reconcile.get("attempt", 0))
-
-    @property
-    def finalize_attempt(self) -> int:
-        return int(self.finalize.get("attempt", 0))
 
 
 def _poll_answer(
@@ -290,16 +284,12 @@ def _stop_watching(store: JobStore, job: Job, schedule: PollSchedule) -> Job:
 # ---------------------------------------------------------------------------- finalize
 
 
-def _finalize_answer(next_step: str, job: Job | None, attempt: int, wait: int = 0) -> dict[str, Any]:
-    output = job.output_key if job and job.output_checksum else None
-    status = job.status if job else None
-    return {
-        "next": next_step,
-        "status": status,
-        "outputKey": output,
-        "attempt": attempt,
-        "nextWaitSeconds": wait,
-    }
+class GenerationNotFinished(Exception):
+    """sync.so did not confirm the end now (a webhook was early, or the GET failed): poll instead."""
+
+
+class OutputNotCopiedYet(Exception):
+    """The copy failed for now; the state machine's Retry tries again later, until the watch ends."""
 
 
 def finalize(
@@ -315,33 +305,24 @@ def finalize(
     """Confirm the end with a GET (if polling has not), free the slot, send a transient failure
     again or copy a COMPLETED output into outputs/, and write outputs/<name>.json.
 
-    The answer's `next` tells the state machine what follows: `end`; `poll` (sync.so could not
-    confirm the end now, or a webhook was early); `retry` (the copy failed: again after
-    `nextWaitSeconds`, until the watch window closes)."""
+    Raises GenerationNotFinished (the state machine polls) or OutputNotCopiedYet (its Retry comes
+    back with growing waits); past the watch window a copy that keeps failing is given up, and
+    the document says so."""
     clock = _clock(now)
-    attempt = state.finalize_attempt + 1
     job = store.get(state.job_id)
     if job is None or job.generation_id != state.generation_id:
-        return _finalize_answer("end", job, attempt)  # gone, or an old execution: the job has moved on
-    resuming = state.resume == "finalize"
-    needs_word = not is_final(job.status) or (resuming and job.status == JobStatus.STOPPED)
-    if job.confirmed_at is None and needs_word:
+        return {"status": job.status if job else None, "outputKey": None}  # gone, or an old execution
+    if job.confirmed_at is None and not is_final(job.status):
         try:
             generation = sync.get_generation(state.generation_id)
-        except SyncApiError:
-            return _finalize_answer(
-                "poll", job, attempt, state.poll.wait_after(state.finalize_attempt, clock())
-            )
+        except SyncApiError as error:
+            raise GenerationNotFinished(f"sync.so could not confirm the end now: {error.message}") from error
         job = record_generation(store, job, generation, "finalize", slots.transient_retries)
         if not generation.is_terminal:
-            if resuming:
-                return _finalize_answer("end", job, attempt)
-            return _finalize_answer(
-                "poll", job, attempt, state.poll.wait_after(state.finalize_attempt, clock())
-            )
+            raise GenerationNotFinished(f"a webhook said the job ended; sync.so says {generation.status}")
     if not is_final(job.status):
         _resubmit(store, slots, job)
-        return _finalize_answer("end", store.get(job.job_id), attempt)
+        return {"status": JobStatus.QUEUED, "outputKey": None}
     job = free_slot(slots.admission, slots.kicker, job, duration=_seconds(job.submitted_at, job.confirmed_at))
     if job.status == JobStatus.COMPLETED and not job.output_checksum:
         try:
@@ -349,9 +330,7 @@ def finalize(
                 job = _copy_output(store, storage, sync, job, client)
         except COPY_ERRORS as error:
             if clock() < state.poll.watch_end():
-                return _finalize_answer(
-                    "retry", job, attempt, state.poll.wait_after(state.finalize_attempt, clock())
-                )
+                raise OutputNotCopiedYet(f"the output could not be copied yet: {error}") from error
             failure = JobError(code="output_copy_failed", message=f"the output could not be copied: {error}")
             job = (
                 store.apply(
@@ -360,7 +339,7 @@ def finalize(
                 or job
             )
     job = announce(store, storage, job, events)
-    return _finalize_answer("end", job, attempt)
+    return {"status": job.status, "outputKey": job.output_key if job.output_checksum else None}
 
 
 def _resubmit(store: JobStore, slots: Slots, job: Job) -> None:

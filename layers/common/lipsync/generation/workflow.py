@@ -45,8 +45,6 @@ def execution_input(
             "late": False,
             "nextWaitSeconds": timings.poll_first_interval_seconds,
         },
-        "finalize": {"attempt": 0, "next": "start", "nextWaitSeconds": 0},
-        "resume": "await",
     }
 
 

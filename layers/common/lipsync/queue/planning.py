@@ -311,7 +311,7 @@ def _bucket_ref(url: str, field_name: str, storage: Storage) -> ObjectRef | None
         except ValueError as error:
             raise InvalidInputError(f"is not a valid s3:// URI ({error})", field=field_name) from error
         bucket, key = location.netloc, unquote(location.path)
-        versions = parse_qs(location.query).get("versionId", [])
+        versions = parse_qs(location.query, keep_blank_values=True).get("versionId", [])
         if len(versions) > 1:
             raise InvalidInputError("names more than one versionId", field=field_name)
         version_id = versions[0] if versions else None
