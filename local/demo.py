@@ -58,7 +58,8 @@ def follow_jobs(stack: OneMachineStack, count: int, timeout: float, steps: bool)
     ended: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(ended) < count:
-        jobs = [_plain(item) for item in dynamodb.scan(TableName=table, ConsistentRead=True).get("Items", [])]
+        items = dynamodb.scan(TableName=table, ConsistentRead=True).get("Items", [])
+        jobs = [_plain(item) for item in items if "status" in item]  # not the output-name claims
         for job in sorted(jobs, key=lambda j: str(j.get("queueKey") or j["createdAt"])):
             label = f"{job['name']:<14}" if count > 1 else "job"
             for entry in job.get("history", [])[shown.get(job["jobId"], 0) :]:

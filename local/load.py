@@ -95,6 +95,7 @@ def _jobs(stack: OneMachineStack) -> list[dict[str, Any]]:
         {key: deserializer.deserialize(value) for key, value in item.items()}
         for page in pages
         for item in page.get("Items", [])
+        if "status" in item  # job records, not their output-name claims
     ]
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lipsync.config import PlanningSettings
-from lipsync.jobs.model import ObjectRef, job_id_for
+from lipsync.jobs.model import ObjectRef
 from lipsync.plan.cost import CostEstimate
 from lipsync.queue.planning import (
     AUDIO_EXTENSIONS,
@@ -337,12 +337,16 @@ def _aws(action: str, error: Exception) -> AwsError:
     return AwsError(f"{action}: {error}")
 
 
+def _settings(target: Target) -> PlanningSettings:
+    return PlanningSettings.model_validate(
+        {"DEFAULT_MODEL": target.default_model, "DEFAULT_OPTIONS": target.default_options}
+    )
+
+
 def validate(submission: Submission, target: Target, s3: S3Client) -> Submission:
     """Plan the job exactly as the submit function will; InvalidJobError becomes a UsageError
     with the function's message (field: message)."""
-    settings = PlanningSettings.model_validate(
-        {"DEFAULT_MODEL": target.default_model, "DEFAULT_OPTIONS": target.default_options}
-    )
+    settings = _settings(target)
     storage = PlannedStorage(target.bucket, s3, submission.uploads)
     trigger = submission.uploads[-1].key
     try:
@@ -378,9 +382,20 @@ def upload(submission: Submission, target: Target, s3: S3Client) -> Submission:
                 key=item.key, version_id=answer.get("VersionId"), etag=answer.get("ETag", "").strip('"')
             )
         )
-    triggers = (
-        [ref for ref in refs if ref.key.startswith(INPUTS_PREFIX)] if submission.kind == "pair" else refs[-1:]
-    )
     submission.uploaded = refs
-    submission.job_id = job_id_for(target.bucket, triggers)
+    # The job's id comes from what the objects hold and what they ask (lipsync.jobs.model): planned
+    # again over the uploaded objects, exactly as the submit function plans them.
+    trigger = refs[-1]
+    created = ObjectCreated(
+        bucket=target.bucket, key=trigger.key, version_id=trigger.version_id, etag=trigger.etag
+    )
+    try:
+        plan = plan_job(created, S3Storage(target.bucket, s3), _settings(target))
+    except InvalidJobError as error:
+        raise UsageError(f"invalid {submission.kind}: {error}") from None
+    except (ClientError, BotoCoreError) as error:
+        raise _aws(f"reading s3://{target.bucket}", error) from None
+    if plan is None:
+        raise AwsError(f"{trigger.key} was uploaded but its partner is not in the bucket")
+    submission.job_id = plan.job_id
     return submission

@@ -185,17 +185,26 @@ def test_an_expired_output_url_is_refreshed_through_download(pipeline: Pipeline)
     assert_document(pipeline, job, "COMPLETED")
 
 
-def test_a_job_that_never_finishes_times_out(pipeline: Pipeline) -> None:
+def test_a_job_that_never_finishes_times_out_and_stays_watched(pipeline: Pipeline) -> None:
     pipeline.stack.emulator.set_scenario({"outcome": "NEVER", "webhook": "drop"})
     name = pipeline.drop_pair("never")
-    job = pipeline.wait_job(name, timeout=40)
-    assert job["status"] == "TIMED_OUT"
-    document = assert_document(pipeline, job, "TIMED_OUT")
+    job = pipeline.wait_job(name, until=lambda j: j["status"] == "TIMED_OUT", timeout=40)
+    document = pipeline.document(job)
+    assert document["status"] == "TIMED_OUT"
     assert document["error"]["code"] == "job_timed_out"
+    assert "keeps looking" in document["error"]["message"]
+    assert "finalizedAt" not in job  # not over: sync.so may still finish it
     assert pipeline.versions(f"outputs/{name}.mp4") == []
+    arn = pipeline.execution_arn(job["executionName"])
+    assert pipeline.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
     entered = states_entered(pipeline, job)
-    assert entered[-1] == "Finalize"
     assert 2 <= entered.count("Reconcile") <= 12  # bounded polling, capped backoff
+    assert entered[-1] == "AwaitLateSignal"  # low-rate checks, a webhook still wakes it
+    # An operator aborts the workflow: the dispatcher ends the job from the execution's end.
+    pipeline.sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped by hand")
+    stopped = pipeline.wait_job(name, timeout=30)
+    assert stopped["status"] == "STOPPED"
+    assert pipeline.document(stopped)["status"] == "STOPPED"
 
 
 def test_finalize_is_retried_after_a_failure_mid_copy(pipeline: Pipeline) -> None:
@@ -206,7 +215,9 @@ def test_finalize_is_retried_after_a_failure_mid_copy(pipeline: Pipeline) -> Non
     history = pipeline.execution_history(job["executionName"])
     failures = [event for event in history if event["type"] == "TaskFailed"]
     assert len(failures) == 1
-    assert "RemoteProtocolError" in failures[0]["taskFailedEventDetails"]["error"]
+    details = failures[0]["taskFailedEventDetails"]
+    assert details["error"] == "OutputNotCopiedYet"  # Step Functions' Retry comes back for it
+    assert "peer closed connection" in details["cause"]  # the download broke off halfway
     assert states_entered(pipeline, job).count("Finalize") == 1  # retried inside the state
     assert_output_copied(pipeline, job)  # one object, the whole file
     assert_document(pipeline, job, "COMPLETED")

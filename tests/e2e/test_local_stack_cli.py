@@ -68,8 +68,9 @@ def test_make_local_stack_serves_the_pipeline(tmp_path: Path) -> None:
         dynamodb = session.client("dynamodb", endpoint_url=state["aws_endpoint_url"])
         deadline = time.monotonic() + 60
         while True:
-            items = dynamodb.scan(TableName=state["jobs_table"])["Items"]
-            if items and items[0]["status"]["S"] == "COMPLETED":
+            found = dynamodb.scan(TableName=state["jobs_table"])["Items"]
+            items = [item for item in found if "status" in item]  # not the output-name claims
+            if items and items[0]["status"]["S"] == "COMPLETED" and "finalizedAt" in items[0]:
                 break
             assert time.monotonic() < deadline, f"no COMPLETED job: {items}"
             time.sleep(0.3)

@@ -196,14 +196,18 @@ def test_a_transient_failure_is_sent_once_more_and_every_generation_is_listed(pi
     assert len({g["generationId"] for g in document["generations"]}) == 2
 
 
-def test_finalize_gives_up_on_a_broken_download_at_the_deadline(pipeline: Pipeline) -> None:
-    pipeline.stack.emulator.set_scenario({"outputDownloadFailures": 10_000})
+def test_a_download_that_keeps_breaking_is_tried_again_with_waits_until_it_works(pipeline: Pipeline) -> None:
+    pipeline.stack.emulator.set_scenario({"outputDownloadFailures": 4})
     name = pipeline.drop_pair("undownloadable")
-    job = pipeline.wait_job(name, timeout=90)
+    job = pipeline.wait_job(name, timeout=120)
     assert job["status"] == "COMPLETED"  # sync.so's word
-    assert job["error"]["code"] == "output_copy_failed"
-    assert "outputChecksum" not in job
-    assert pipeline.document(name)["error"]["code"] == "output_copy_failed"
+    assert "error" not in job
+    assert job["outputChecksum"].startswith("sha256:")
+    assert pipeline.document(name)["outputChecksum"] == job["outputChecksum"]
+    history = pipeline.execution_history(job["executionName"])
+    retried = [e for e in history if e["type"] == "TaskFailed"]
+    assert len(retried) == 4
+    assert {e["taskFailedEventDetails"]["error"] for e in retried} == {"OutputNotCopiedYet"}
     execution = pipeline.sfn.describe_execution(executionArn=pipeline.execution_arn(job["executionName"]))
     assert execution["status"] == "SUCCEEDED"
 

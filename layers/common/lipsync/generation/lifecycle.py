@@ -16,13 +16,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
+from lipsync.generation.deadlines import WATCH_SECONDS
 from lipsync.generation.output_copy import OutputUnavailableError, copy_output, download_client
 from lipsync.jobs import transitions as t
 from lipsync.jobs.documents import announce, write_waiting_document
@@ -121,6 +122,12 @@ def record_generation(store: JobStore, job: Job, generation: Generation, source:
     details[F.FINISHED_BY] = "webhook" if source in ("webhook", "finalize") else "polling"
     if job.status in RECOVERABLE:
         details[F.LATE] = True
+    if status == JobStatus.COMPLETED:
+        # Its ending is due once the output is copied: the sweep waits out the copy's whole window.
+        due = datetime.now(UTC) + timedelta(seconds=WATCH_SECONDS)
+        details[F.LANE_KEY] = t.lane_key(
+            due.isoformat(timespec="milliseconds").replace("+00:00", "Z"), job.job_id
+        )
     finished = store.apply(t.change(job, Move.FINISH, status, source, fields=details))
     return finished or store.get(job.job_id) or job
 
@@ -330,7 +337,9 @@ def finalize(
                 job = _copy_output(store, storage, sync, job, client)
         except COPY_ERRORS as error:
             if clock() < state.poll.watch_end():
-                raise OutputNotCopiedYet(f"the output could not be copied yet: {error}") from error
+                raise OutputNotCopiedYet(
+                    f"the output could not be copied yet ({type(error).__name__}): {error}"
+                ) from error
             failure = JobError(code="output_copy_failed", message=f"the output could not be copied: {error}")
             job = (
                 store.apply(

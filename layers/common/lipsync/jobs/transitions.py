@@ -254,8 +254,9 @@ def change(
     elif to == S.BUDGET_HOLD:
         update.set[F.LANE] = Lane.HELD
     elif is_final(to):
+        # Due for the sweep from now, unless the caller says when (a COMPLETED job's copy has longer).
         update.set[F.LANE] = Lane.ENDED
-        update.set[F.LANE_KEY] = lane_key(moment, job.job_id)
+        update.set.setdefault(F.LANE_KEY, lane_key(moment, job.job_id))
     removed = [*rule.clears, *clear]
     if F.LANE not in update.set:
         removed.append(F.LANE)
