@@ -809,3 +809,31 @@ def test_a_large_manifest_stays_out_of_the_record_and_is_sent_whole(world: World
         "Item"
     ]
     assert len(json.dumps(item)) < 20_000
+
+
+class RacingWorkflow(FakeWorkflow):
+    """An execution whose arm task, and the generation's webhook, both run before dispatch records
+    the generation (the start returns only after them)."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__()
+        self.world = world
+
+    def start(self, name: str, execution_input: dict[str, Any]) -> None:
+        super().start(name, execution_input)
+        from lipsync.generation.webhooks import WebhookReceiver, arm_webhook_wait
+
+        job_id, generation_id = execution_input["jobId"], execution_input["generationId"]
+        arm_webhook_wait(self.world.store, self, job_id, generation_id, self.wait("task-early"))
+        hooks = WebhookReceiver(self.world.store, self, lambda: [TOKEN_KEY], lambda: [])
+        body = json.dumps({"id": generation_id, "status": "COMPLETED"}).encode()
+        assert not hooks.receive(job_id, job_token(TOKEN_KEY, job_id), None, body).woke_workflow
+
+
+def test_a_webhook_and_an_arm_task_that_beat_the_record_are_woken_by_it(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.workflow = RacingWorkflow(world)
+    world.dispatcher().run()
+    assert world.job("a").status == "PENDING"
+    assert world.workflow.wakes == [("task-early", {"webhookStatus": "COMPLETED"})]
+    assert world.workflow.waiting == set()

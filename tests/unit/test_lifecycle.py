@@ -861,3 +861,22 @@ def test_arm_for_a_job_that_moved_on_wakes_the_wait_at_once() -> None:
     workflow.wait("task-1")
     assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1")["armed"] is False
     assert workflow.waiting == set()
+
+
+# ---------------------------------------------------------------------------- the execution before the record
+
+
+def test_an_execution_that_runs_ahead_of_the_dispatchers_record_waits_for_it() -> None:
+    """The execution starts just before dispatch records its generation (so a crash in between is
+    re-driven). Its tasks must not take the missing record for a job that moved on: that ended the
+    execution and left the job in flight with nothing following it."""
+    store, storage, workflow = job_store(), FakeStorage(), FakeWorkflow()
+    seed(store, "SUBMITTING", generationId=None)
+    workflow.wait("task-1")
+    assert arm_webhook_wait(store, workflow, JOB_ID, "gen-1", "task-1")["armed"] is True
+    assert workflow.wakes == []  # still waiting
+    api = FakeSyncApi(COMPLETED)
+    assert poll(store, api, state(2))["terminal"] is False
+    with pytest.raises(GenerationNotFinished):
+        finalize(store, storage, api.client(), slots(), state())
+    assert stored(store).status == "SUBMITTING"

@@ -218,6 +218,8 @@ def reconcile(
     clock = _clock(now)
     job = store.get(state.job_id)
     attempt = state.attempt + 1
+    if job is not None and _not_recorded_yet(job) and clock() < state.poll.watch_end():
+        return _poll_answer(job.status, False, attempt, state.poll.wait_after(state.attempt, clock()))
     if job is None or job.generation_id != state.generation_id or job.confirmed_at or is_final(job.status):
         # Gone, settled, or moved on to another generation: finalize wraps up.
         return _poll_answer(job.status if job else None, True, attempt)
@@ -229,6 +231,12 @@ def reconcile(
         if generation.is_terminal:
             return _poll_answer(job.status, True, attempt)
     return _keep_watching(store, storage, slots, job, state, clock(), attempt)
+
+
+def _not_recorded_yet(job: Job) -> bool:
+    """The execution started; the dispatcher has not recorded the generation yet (it will, or its
+    lease runs out and the create is sent again under the same key: the same generation)."""
+    return job.status == JobStatus.SUBMITTING and job.generation_id is None
 
 
 def _keep_watching(
@@ -317,6 +325,8 @@ def finalize(
     the document says so."""
     clock = _clock(now)
     job = store.get(state.job_id)
+    if job is not None and _not_recorded_yet(job):
+        raise GenerationNotFinished("the dispatcher has not recorded the generation yet")
     if job is None or job.generation_id != state.generation_id:
         return {"status": job.status if job else None, "outputKey": None}  # gone, or an old execution
     if job.confirmed_at is None and not is_final(job.status):

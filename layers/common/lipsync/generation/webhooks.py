@@ -17,7 +17,7 @@ from boto3.dynamodb.conditions import Attr
 from pydantic import ValidationError
 
 from lipsync.jobs import transitions as t
-from lipsync.jobs.model import Job, utc_now
+from lipsync.jobs.model import Job, JobStatus, utc_now
 from lipsync.jobs.transitions import F
 from lipsync.syncso.models import Generation, is_terminal
 from lipsync.syncso.webhook_auth import SignatureError, SignedForm, verify_job_token, verify_signature
@@ -142,11 +142,14 @@ def arm_webhook_wait(
     the other's write: the webhook finds the token, or this task finds the webhook's signal. A job
     that has moved on to another generation is woken at once: finalize then sees it is not its own.
     """
+    # The execution starts just before the dispatcher records the generation: a job still SUBMITTING
+    # with no generation yet is this execution's (the dispatcher wakes it if the webhook came first).
+    not_recorded_yet = t.status_is(JobStatus.SUBMITTING) & Attr(F.GENERATION_ID).not_exists()
     job = store.apply(
         t.note(
             job_id,
             {F.ATTEMPT_TASK_TOKEN: task_token},
-            when=t.generation_is(generation_id) & Attr(F.ATTEMPT).exists(),
+            when=(t.generation_is(generation_id) | not_recorded_yet) & Attr(F.ATTEMPT).exists(),
         )
     )
     if job is None:

@@ -72,7 +72,7 @@ from lipsync.plan.budget import (
 )
 from lipsync.queue.planning import RequestTemplate
 from lipsync.syncso.client import SyncApiError, SyncPermanentError, SyncRetryableError
-from lipsync.syncso.models import Generation
+from lipsync.syncso.models import Generation, is_terminal
 from lipsync.syncso.webhook_auth import job_token
 
 if TYPE_CHECKING:
@@ -534,10 +534,22 @@ class Dispatcher:
             )
         )
         if recorded is not None:
+            self._wake_if_the_webhook_came_first(recorded, generation.id)
             self.admission.set_lease(slot, job.job_id, 0)
             report.created.append(job.job_id)
             if plan.throttle_streak:
                 self.admission.clear_throttle()
+
+    def _wake_if_the_webhook_came_first(self, job: Job, generation_id: str) -> None:
+        """The webhook, and the execution's arm task, both came before this record: neither could
+        tell the generation was the job's, so the record wakes the wait (its GET decides)."""
+        token = job.attempt.task_token if job.attempt else None
+        if (
+            token
+            and job.webhook_generation_id == generation_id
+            and is_terminal(job.webhook_status or "PENDING")
+        ):
+            self._workflow.wake(token, {"webhookStatus": job.webhook_status})
 
     # ------------------------------------------------------------------ answers that took nothing
     def _not_taken(

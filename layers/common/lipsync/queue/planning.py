@@ -114,7 +114,9 @@ def plan_job(created: ObjectCreated, storage: Storage, settings: PlanningSetting
 def _plan_pair(created: ObjectCreated, storage: Storage, settings: PlanningSettings) -> JobPlan | None:
     stem, extension = _split_extension(created.key)
     name = stem.removeprefix(INPUTS_PREFIX)
-    invalid = JobPlan(job_id_for(storage.bucket, [_ref(created)]), name, "pair", [_ref(created)])
+    invalid = JobPlan(job_id_for(storage.bucket, [_ref(created)]), _safe_name(name), "pair", [_ref(created)])
+    if ".." in PurePosixPath(name).parts:
+        raise InvalidJobError(invalid, InvalidInputError(f"{created.key}: a name may not hold a '..' part"))
     if extension not in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS:
         # Named after the whole file, so a stray file never overwrites a real job's document.
         stray = JobPlan(invalid.job_id, created.key.removeprefix(INPUTS_PREFIX), "pair", invalid.refs)
@@ -177,8 +179,11 @@ def _plan_pair(created: ObjectCreated, storage: Storage, settings: PlanningSetti
 def _plan_manifest(created: ObjectCreated, storage: Storage, settings: PlanningSettings) -> JobPlan:
     stem, extension = _split_extension(created.key)
     ref = _ref(created)
-    plan = JobPlan(job_id_for(storage.bucket, [ref]), stem.removeprefix(JOBS_PREFIX), "manifest", [ref])
+    default_name = stem.removeprefix(JOBS_PREFIX)
+    plan = JobPlan(job_id_for(storage.bucket, [ref]), _safe_name(default_name), "manifest", [ref])
     try:
+        if ".." in PurePosixPath(default_name).parts:
+            raise InvalidInputError(f"{created.key}: a name may not hold a '..' part")
         if extension != "json":
             raise InvalidInputError(f"{created.key}: a manifest must be a .json file")
         manifest = _read_manifest(created, storage)
@@ -232,6 +237,14 @@ def _read_manifest(created: ObjectCreated, storage: Storage) -> dict[str, Any]:
         raise InvalidInputError(
             f"{created.key} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         ) from error
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise InvalidInputError(f"{created.key} holds a value JSON readers refuse: {error}") from error
+    try:
+        json.dumps(manifest, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"{created.key} holds text that is not Unicode (an escaped lone surrogate such as \\ud800)"
+        ) from error
     if not isinstance(manifest, dict):
         raise InvalidInputError(f"{created.key} must hold a JSON object (a sync.so generate request body)")
     if json_depth(manifest) > MAX_JSON_DEPTH:
@@ -242,6 +255,11 @@ def _read_manifest(created: ObjectCreated, storage: Storage) -> dict[str, Any]:
     if "webhookUrl" in manifest:
         raise InvalidInputError("the pipeline sets the webhook itself; remove this field", field="webhookUrl")
     return manifest
+
+
+def _safe_name(name: str) -> str:
+    """A name that can name an INVALID job's document: no '..' parts (replaced by '_')."""
+    return "/".join("_" if part == ".." else part for part in name.split("/"))
 
 
 def json_depth(value: Any) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -46,7 +47,10 @@ class _GenerationList(RootModel[list[Generation] | dict[str, Any]]):
     def items(self) -> list[Generation]:
         if isinstance(self.root, list):
             return self.root
-        return [Generation.model_validate(item) for item in self.root.get("data") or []]
+        data = self.root.get("data") or []
+        if not isinstance(data, list):
+            raise ValueError("the list's data is not a list")
+        return [Generation.model_validate(item) for item in data]
 
 
 class SyncApiError(Exception):
@@ -108,25 +112,26 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment - (time.time() if now is None else now))
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - (
+                time.time() if now is None else now
+            )
+        except (TypeError, ValueError, OverflowError):  # not a date, or a year past any clock's range
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def error_from_response(response: httpx.Response, operation: str) -> SyncApiError:
     """Classify a non-2xx answer, keeping the API's errorCode and message."""
     try:
-        body: ApiErrorBody | None = ApiErrorBody.model_validate_json(response.content)
+        body: ApiErrorBody | None = ApiErrorBody.model_validate_json(_content(response))
     except ValidationError:
         body = None
     status = response.status_code
     error_code = body.error_code if body else None
-    detail = body.text if body and body.text else response.text[:300]
+    detail = body.text if body and body.text else _text(response)[:300]
     message = f"{operation} answered {status}" + (f" {error_code}" if error_code else "") + f": {detail}"
     retry_after = (body.retry_after_seconds if body else None) or parse_retry_after(
         response.headers.get("retry-after")
@@ -168,6 +173,22 @@ def _parsed[Model: BaseModel](model: type[Model], response: httpx.Response, oper
             reason="bad_response",
             status_code=response.status_code,
         ) from error
+
+
+def _content(response: httpx.Response) -> bytes:
+    """The body; one that does not match its Content-Encoding is no body."""
+    try:
+        return response.content
+    except httpx.DecodingError:
+        return b""
+
+
+def _text(response: httpx.Response) -> str:
+    """The body as text; one whose declared charset does not decode it is read as UTF-8, lossily."""
+    try:
+        return response.text
+    except (UnicodeError, LookupError, httpx.DecodingError):
+        return _content(response).decode("utf-8", "replace")
 
 
 def _fixed_key(api_key: str) -> KeyProvider:
@@ -242,7 +263,7 @@ class SyncClient:
     def download_url(self, generation_id: str) -> str:
         """A fresh signed URL for a completed generation's output (the body is plain text)."""
         response = self._send("GET", f"/v2/generations/{generation_id}/download", accept="text/plain")
-        return response.text.strip().strip('"')
+        return _text(response).strip().strip('"')
 
     def estimate_cost(self, model: str, duration_seconds: float) -> CostEstimateAnswer:
         """sync.so's estimate for `duration_seconds` of output (at the endpoint's default fps); the
@@ -285,7 +306,7 @@ class SyncClient:
         try:
             # Documented as a bare array; tolerate a {"data": [...]} envelope too.
             return _GenerationList.model_validate_json(response.content).items()
-        except ValidationError as error:
+        except (ValidationError, ValueError) as error:
             raise SyncRetryableError(
                 "GET /v2/generations answered with a body that is not a list of generations",
                 reason="bad_response",
@@ -336,7 +357,8 @@ class SyncClient:
         extra: dict[str, Any],
     ) -> httpx.Response:
         try:
-            return self._http.request(method, path, headers=headers, **kwargs, **extra)
+            request = self._http.build_request(method, path, headers=headers, **kwargs, **extra)
+            response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # No connection, so no request: sync.so cannot have acted on it.
             raise SyncRetryableError(
@@ -346,7 +368,30 @@ class SyncClient:
             raise SyncRetryableError(
                 f"{operation} timed out ({type(exc).__name__})", reason="timeout"
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx.DecodingError as exc:  # (a transport that reads the body while it sends)
+            raise SyncRetryableError(
+                f"{operation} answered with a body that does not decode", reason="bad_response"
+            ) from exc
+        except httpx.HTTPError as exc:  # the connection broke, or too many redirects
             raise SyncRetryableError(
                 f"{operation} could not connect ({type(exc).__name__})", reason="connection"
             ) from exc
+        try:
+            response.read()
+        except httpx.DecodingError as exc:  # a body that does not match its Content-Encoding
+            raise SyncRetryableError(
+                f"{operation} answered {response.status_code} with a body that does not decode",
+                reason="bad_response",
+                status_code=response.status_code,
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise SyncRetryableError(
+                f"{operation} timed out ({type(exc).__name__})", reason="timeout"
+            ) from exc
+        except httpx.HTTPError as exc:  # the connection broke mid-answer
+            raise SyncRetryableError(
+                f"{operation} broke off ({type(exc).__name__})", reason="connection"
+            ) from exc
+        finally:
+            response.close()
+        return response

@@ -8,11 +8,13 @@ See docs/sync-api.md in the shared docs for the sources behind each rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -269,7 +271,13 @@ def _empty_object_is_none(value: Any) -> Any:
     return None if value == {} else value
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """Infinity and NaN (JSON readers accept them) are no duration and no delay: unknown."""
+    return value if value is None or math.isfinite(value) else None
+
+
 Nullable = BeforeValidator(_empty_object_is_none)
+Finite = AfterValidator(_finite_or_none)
 
 
 class Generation(ApiModel):
@@ -287,7 +295,7 @@ class Generation(ApiModel):
         validation_alias=AliasChoices("outputUrl", "outputMediaUrl"),
         serialization_alias="outputUrl",
     )
-    output_duration: Annotated[float | None, Nullable] = Field(default=None, alias="outputDuration")
+    output_duration: Annotated[float | None, Nullable, Finite] = Field(default=None, alias="outputDuration")
     output_file_name: str | None = Field(default=None, alias="outputFileName")
     project_id: str | None = Field(default=None, alias="projectId")
     synthesized_audio_url: str | None = Field(default=None, alias="synthesizedAudioUrl")
@@ -336,7 +344,13 @@ class ApiErrorBody(ApiModel):
     message: str | list[str] | None = None
     error: str | None = None
     suggestion: str | None = None
-    retry_after_seconds: float | None = Field(default=None, alias="retryAfterSeconds")
+    retry_after_seconds: Annotated[float | None, Finite] = Field(default=None, alias="retryAfterSeconds")
+
+    @field_validator("retry_after_seconds")
+    @classmethod
+    def _not_negative(cls, value: float | None) -> float | None:
+        return None if value is None else max(0.0, value)
+
     active_generations: int | None = Field(default=None, alias="activeGenerations")
     concurrency_limit: int | None = Field(default=None, alias="concurrencyLimit")
     generation_id: str | None = Field(default=None, alias="generationId")

@@ -99,9 +99,9 @@ def _compact(body: bytes) -> bytes | None:
     """The body re-serialised as JS `JSON.stringify` would, which sync.so's examples sign."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+        return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # not JSON, nested too deeply, or not Unicode: no such form
         return None
-    return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def verify_signature(
