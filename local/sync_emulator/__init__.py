@@ -47,9 +47,12 @@ The scenario in force when a generation is created fixes that generation's fate:
       "outputUrlTtlSeconds": null, # 0: outputUrl already expired when returned (/download still works)
       "latencySeconds": 0,         # added to every /v2 answer
       "outputDownloadFailures": 0,  # the next N output downloads break off halfway (a failure mid-copy)
-      "concurrentDuplicate": "conflict" | "wait"  # same Idempotency-Key while the first is unanswered:
+      "concurrentDuplicate": "conflict" | "wait",  # same Idempotency-Key while the first is unanswered:
                                   # 409 IDEMPOTENCY_REQUEST_IN_PROGRESS, or wait and get its replay
+      "outage": {"seconds": 12, "mode": "unavailable" | "drop"},  # every /v2 call 503s, or its
+                                  # connection drops, for that long; nothing is created meanwhile
     }
+    # A createFailures entry's "delaySeconds" answers that much later (an answer the client times out on).
 """
 
 from .server import SyncEmulator

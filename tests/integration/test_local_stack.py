@@ -1048,6 +1048,8 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "SYNC_API_BASE_URL",
             "SYNC_API_KEY_SECRET",
         }
+        dead_letters = real.workers["DispatchFunction"].spec.dead_letter_arn
+        assert dead_letters == state["resources"]["DispatchDeadLetterQueue"]["Arn"]
         assert env["DispatchFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
         assert env["DispatchFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
         assert env["DispatchFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]

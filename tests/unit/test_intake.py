@@ -334,3 +334,41 @@ def test_a_cursor_handed_out_pages_on(world: World) -> None:
     assert cursor is not None
     rest, _ = world.store.list_jobs(status=None, limit=2, cursor=cursor)
     assert {job.name for job in first + rest} == {"p0", "p1", "p2"}
+
+
+def test_new_files_under_the_name_of_a_job_that_failed_run_it_again_under_its_names(world: World) -> None:
+    _, job = handle(world, upload_pair(world, "clip")[1])
+    assert job is not None
+    finish(world, job, JobStatus.FAILED)
+    outcome, fixed = handle(world, upload_pair(world, "clip", audio=b"a better take")[1])
+    assert outcome == "queued"
+    assert fixed is not None
+    assert (fixed.retry_of, fixed.lineage, fixed.renamed_from) == (job.job_id, job.job_id, None)
+    assert (fixed.document_key, fixed.output_key) == ("outputs/clip.json", "outputs/clip.mp4")
+    assert world.job_by_id(job.job_id).retried_by == [fixed.job_id]
+
+
+def test_new_files_under_the_name_of_a_completed_job_get_names_of_their_own(world: World) -> None:
+    _, job = handle(world, upload_pair(world, "clip")[1])
+    assert job is not None
+    finish(world, job, JobStatus.COMPLETED)
+    _, other = handle(world, upload_pair(world, "clip", audio=b"another take")[1])
+    assert other is not None
+    assert other.retry_of is None
+    assert other.document_key == f"outputs/clip-{other.job_id[:8]}.json"
+
+
+def test_a_fixed_manifest_replaces_its_invalid_predecessor(world: World) -> None:
+    invalid = manifest_outcome(world, b"{not json", key="jobs/campaign.json")
+    assert invalid.document_key == "outputs/campaign.json"
+    body = {
+        "input": [
+            {"type": "video", "url": "https://x.example/v.mp4"},
+            {"type": "audio", "url": "https://x.example/a.wav"},
+        ]
+    }
+    world.storage.put("jobs/campaign.json", json.dumps(body).encode())
+    outcome, fixed = handle(world, world.storage.event("jobs/campaign.json"))
+    assert outcome == "queued"
+    assert fixed is not None
+    assert (fixed.document_key, fixed.retry_of) == ("outputs/campaign.json", invalid.job_id)

@@ -339,3 +339,17 @@ def test_copy_retries_wait_ever_longer_up_to_five_minutes_and_outlast_the_watch(
     for name, state in ASL["States"].items():
         if state["Type"] == "Wait" and "Seconds" in state:
             assert state["Seconds"] >= 1, name
+
+
+def test_execution_ended_events_are_retried_and_kept_when_they_cannot_be_handled() -> None:
+    """Issue 14, item 8: the ExecutionEnded rule had no RetryPolicy and no dead-letter queue."""
+    dispatch = FUNCTIONS["DispatchFunction"]["Properties"]
+    rule = dispatch["Events"]["ExecutionEnded"]["Properties"]
+    assert rule["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert rule["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["DispatchDeadLetterQueue", "Arn"]}
+    assert dispatch["DeadLetterQueue"] == {
+        "Type": "SQS",
+        "TargetArn": {"Fn::GetAtt": ["DispatchDeadLetterQueue", "Arn"]},
+    }
+    alarm = TEMPLATE["Resources"]["DispatchDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["DispatchDeadLetterQueue", "QueueName"]}

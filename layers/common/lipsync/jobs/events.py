@@ -35,6 +35,8 @@ SUMMARY_FIELDS = (
     "submittedAt",
     "finishedAt",
     "finishedBy",
+    "late",
+    "renamedFrom",
     "timings",
 )
 

@@ -24,7 +24,7 @@ from boto3.dynamodb.conditions import Attr
 
 from lipsync.jobs import dynamo
 from lipsync.jobs.model import Job
-from lipsync.jobs.names import NameClaim
+from lipsync.jobs.names import NAME_PREFIX, NameClaim
 from lipsync.jobs.transitions import Change, Lane
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class JobStore(Protocol):
     def create(self, job: Job, *, retention_days: int, names: Sequence[NameClaim] = ...) -> CreateResult: ...
 
     def get(self, job_id: str) -> Job | None: ...
+
+    def name_owner(self, stem: str) -> str | None: ...
 
     def apply(self, change: Change) -> Job | None: ...
 
@@ -138,6 +140,14 @@ class DynamoJobStore:
         if existing is None:  # deleted in between: extremely unlikely, the redelivery tries again
             raise LookupError(f"job {job.job_id} vanished while it was being created")
         return Exists(existing)
+
+    def name_owner(self, stem: str) -> str | None:
+        """The job that owns output name `stem` (lipsync.jobs.names), if any."""
+        answer = self._client.get_item(
+            TableName=self.table, Key=dynamo.item({"jobId": NAME_PREFIX + stem}), ConsistentRead=True
+        )
+        owner = dynamo.plain(answer.get("Item", {})).get("owner")
+        return str(owner) if owner else None
 
     def get(self, job_id: str) -> Job | None:
         answer = self._client.get_item(

@@ -158,21 +158,37 @@ class Intake:
         return stored
 
     def _create(self, job: Job) -> tuple[bool, Job]:
-        """Create the record with its output names (a name another line holds gets a distinct one);
-        whether it is new, and the record."""
-        stems = _stems(job)
-        lineage = job.lineage or job.job_id
-        claims = [NameClaim(stem, job.job_id, lineage) for stem in stems]
+        """Create the record with its output names; whether it is new, and the record. A name
+        another line of jobs holds is taken over when that line did not succeed (this job runs it
+        again), else this job gets a distinct name."""
+        claims = [NameClaim(stem, job.job_id, job.lineage or job.job_id) for stem in _stems(job)]
         result = self._store.create(job, retention_days=self._settings.job_retention_days, names=claims)
         if isinstance(result, NamesTaken):
-            renamed = _renamed(job)
-            claims = [NameClaim(stem, job.job_id, lineage) for stem in _stems(renamed)]
-            result = self._store.create(
-                renamed, retention_days=self._settings.job_retention_days, names=claims
-            )
+            heir = self._heir(job, result.stems)
+            if heir is not None:
+                job = job.model_copy(update={"lineage": heir.lineage or heir.job_id, "retry_of": heir.job_id})
+            else:
+                job = _renamed(job)
+            claims = [NameClaim(stem, job.job_id, job.lineage or job.job_id) for stem in _stems(job)]
+            result = self._store.create(job, retention_days=self._settings.job_retention_days, names=claims)
             if isinstance(result, NamesTaken):
                 raise RuntimeError(f"the output names {result.stems} are taken twice over")
+            if heir is not None and isinstance(result, Created):
+                self._link_retry(heir.job_id, job.job_id)
         return isinstance(result, Created), result.job
+
+    def _heir(self, job: Job, stems: list[str]) -> Job | None:
+        """The job whose names a new job takes over: the one owner of them all, when it ended without
+        succeeding (FAILED, REJECTED, STOPPED, INVALID, ...). A running or COMPLETED owner keeps its
+        names, and a stray file's error never replaces a job's document."""
+        if job.status == JobStatus.INVALID:
+            return None
+        owners = {self._store.name_owner(stem) for stem in stems}
+        owner_id = owners.pop() if len(owners) == 1 else None
+        owner = self._store.get(owner_id) if owner_id else None
+        if owner is None or not is_final(owner.status) or owner.status == JobStatus.COMPLETED:
+            return None
+        return owner
 
     def _estimate(self, plan: JobPlan) -> dict[str, Any] | None:
         if self._estimator is None or plan.template is None or plan.model is None:

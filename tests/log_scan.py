@@ -1,0 +1,107 @@
+"""The log scan: every line any one-machine stack's functions logged during the test run is checked
+for secrets, tokens and signed URLs before the stack stops (its logs go with it).
+
+Imported by the conftest of each suite that starts stacks; the session fails if anything is found.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from local.stack import OneMachineStack
+
+# What must never be written, whatever its value: signed URLs (S3's and the emulator's), the
+# webhook URL's token, and sync.so's secret formats.
+PATTERNS = {
+    "a presigned S3 URL": re.compile(r"X-Amz-(Signature|Credential)=", re.IGNORECASE),
+    "a signed output URL": re.compile(r"[?&]signature=[0-9a-f]{16,}"),
+    "a webhook URL token": re.compile(r"token=[0-9a-f]{64}"),
+    "a webhook signing secret": re.compile(r"whsec_[A-Za-z0-9_]+"),
+}
+
+
+@dataclass
+class Scan:
+    stacks: int = 0
+    lines: int = 0
+    findings: list[str] = field(default_factory=list)
+
+
+SCAN = Scan()
+
+
+def _known_secrets(stack: OneMachineStack) -> dict[str, str]:
+    """The values this stack's secrets and tokens have (each must appear in no log)."""
+    found = {
+        "the sync.so API key": stack.emulator.config.api_key,
+        "the emulator's current API key": stack.emulator.engine.api_key,
+        "the webhook signing secret": stack.emulator.config.webhook_secret,
+    }
+    secrets = stack.client("secretsmanager")
+    for logical_id, resource in stack.state.get("resources", {}).items():
+        if resource.get("Type") == "AWS::SecretsManager::Secret":
+            try:
+                value = secrets.get_secret_value(SecretId=resource["Ref"])["SecretString"]
+            except Exception:  # noqa: S112 - a secret a test deleted: nothing to look for
+                continue
+            if len(value) >= 12:  # the empty signing-secrets JSON is no secret
+                found[f"secret {logical_id}"] = value
+    dynamodb = stack.client("dynamodb")
+    table = stack.state.get("jobs_table")
+    if table:
+        for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+            for item in page.get("Items", []):
+                token = item.get("attempt", {}).get("M", {}).get("taskToken", {}).get("S")
+                if token:
+                    found[f"job {item['jobId']['S']}'s task token"] = token
+    return found
+
+
+def scan(stack: OneMachineStack) -> list[str]:
+    """What in the stack's function logs is a secret; counts the lines looked at."""
+    if not stack.workers:
+        return []
+    secrets = {name: value for name, value in _known_secrets(stack).items() if value}
+    findings = []
+    for function in sorted(stack.workers):
+        text = stack.function_logs(function)
+        SCAN.lines += text.count("\n")
+        for what, value in secrets.items():
+            if value in text:
+                findings.append(f"{stack.stack_name}/{function}: {what}")
+        for what, pattern in PATTERNS.items():
+            if match := pattern.search(text):
+                findings.append(f"{stack.stack_name}/{function}: {what} ({match.group(0)[:24]}...)")
+    SCAN.stacks += 1
+    return findings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scan_every_stack() -> Iterator[None]:
+    """Scan each stack's logs as it stops; fail the session on anything found."""
+    original = OneMachineStack.stop
+
+    def stop(self: OneMachineStack, *args: Any, **kwargs: Any) -> None:
+        try:
+            SCAN.findings.extend(scan(self))
+        except Exception as error:
+            if self.workers:
+                SCAN.findings.append(f"{self.stack_name}: the log scan itself failed: {error!r}")
+        original(self, *args, **kwargs)
+
+    OneMachineStack.stop = stop  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        OneMachineStack.stop = original  # type: ignore[method-assign]
+    print(
+        f"\nlog scan: {SCAN.lines} lines from {SCAN.stacks} stacks, {len(SCAN.findings)} findings",
+        file=sys.stderr,
+    )
+    assert not SCAN.findings, SCAN.findings
