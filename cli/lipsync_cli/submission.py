@@ -346,19 +346,23 @@ def _settings(target: Target) -> PlanningSettings:
 def validate(submission: Submission, target: Target, s3: S3Client) -> Submission:
     """Plan the job exactly as the submit function will; InvalidJobError becomes a UsageError
     with the function's message (field: message)."""
-    settings = _settings(target)
     storage = PlannedStorage(target.bucket, s3, submission.uploads)
     trigger = submission.uploads[-1].key
-    try:
-        plan = plan_job(ObjectCreated(bucket=target.bucket, key=trigger), storage, settings)
-    except InvalidJobError as error:
-        raise UsageError(f"invalid {submission.kind}: {error}") from None
-    except (ClientError, BotoCoreError) as error:
-        raise _aws(f"reading s3://{target.bucket}", error) from None
+    plan = _plan(submission, target, ObjectCreated(bucket=target.bucket, key=trigger), storage)
     if plan is None:
         raise UsageError(f"{trigger} would not start a job")
     submission.plan = plan
     return submission
+
+
+def _plan(submission: Submission, target: Target, created: ObjectCreated, storage: Any) -> JobPlan | None:
+    """`plan_job` as the submit function runs it, its errors in the command line's terms."""
+    try:
+        return plan_job(created, storage, _settings(target))
+    except InvalidJobError as error:
+        raise UsageError(f"invalid {submission.kind}: {error}") from None
+    except (ClientError, BotoCoreError) as error:
+        raise _aws(f"reading s3://{target.bucket}", error) from None
 
 
 def upload(submission: Submission, target: Target, s3: S3Client) -> Submission:
@@ -389,12 +393,7 @@ def upload(submission: Submission, target: Target, s3: S3Client) -> Submission:
     created = ObjectCreated(
         bucket=target.bucket, key=trigger.key, version_id=trigger.version_id, etag=trigger.etag
     )
-    try:
-        plan = plan_job(created, S3Storage(target.bucket, s3), _settings(target))
-    except InvalidJobError as error:
-        raise UsageError(f"invalid {submission.kind}: {error}") from None
-    except (ClientError, BotoCoreError) as error:
-        raise _aws(f"reading s3://{target.bucket}", error) from None
+    plan = _plan(submission, target, created, S3Storage(target.bucket, s3))
     if plan is None:
         raise AwsError(f"{trigger.key} was uploaded but its partner is not in the bucket")
     submission.job_id = plan.job_id

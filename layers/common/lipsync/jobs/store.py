@@ -182,25 +182,22 @@ class DynamoJobStore:
     def queue_head(self, limit: int, *, lane: Lane = Lane.QUEUED) -> list[str]:
         """The ids of the first `limit` jobs of a lane, in order (the index is eventually consistent:
         a caller re-checks each job's status before acting on it)."""
-        answer = self._client.query(
-            TableName=self.table,
-            IndexName=QUEUE_INDEX,
-            KeyConditionExpression="#lane = :lane",
-            ExpressionAttributeNames={"#lane": "queue"},
-            ExpressionAttributeValues=dynamo.item({":lane": lane}),
-            ScanIndexForward=True,
-            Limit=limit,
-        )
-        return [str(dynamo.plain(item)["jobId"]) for item in answer.get("Items", [])]
+        return self._lane(lane, None, limit)
 
     def lane_before(self, lane: Lane, before: str, limit: int) -> list[str]:
         """The first `limit` jobs of a lane whose key sorts before `before` (e.g. ended before a time)."""
+        return self._lane(lane, before, limit)
+
+    def _lane(self, lane: Lane, before: str | None, limit: int) -> list[str]:
+        condition = "#lane = :lane" + (" AND #key < :before" if before else "")
+        names = {"#lane": "queue"} | ({"#key": "queueKey"} if before else {})
+        values = {":lane": str(lane)} | ({":before": before} if before else {})
         answer = self._client.query(
             TableName=self.table,
             IndexName=QUEUE_INDEX,
-            KeyConditionExpression="#lane = :lane AND #key < :before",
-            ExpressionAttributeNames={"#lane": "queue", "#key": "queueKey"},
-            ExpressionAttributeValues=dynamo.item({":lane": lane, ":before": before}),
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=dynamo.item(values),
             ScanIndexForward=True,
             Limit=limit,
         )
