@@ -50,7 +50,7 @@ FIXTURE_TEMPLATE = FIXTURES / "template.yaml"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[OneMachineStack]:
-    config = EmulatorConfig(api_key="k", webhook_secret="whsec_x", processing_seconds=1.0)
+    config = EmulatorConfig(api_key="sk-fixture-key", webhook_secret="whsec_fixture", processing_seconds=1.0)
     with OneMachineStack(
         template_path=FIXTURE_TEMPLATE,
         parameter_overrides={"Greeting": "hi"},

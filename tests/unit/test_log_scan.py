@@ -56,3 +56,12 @@ def test_ordinary_lines_pass() -> None:
         "SubmitFunction": '{"level":"INFO","message":"object processed","job_id":"0123","outcome":"queued"}\n'
     }
     assert scan(StubStack(logs)) == []  # type: ignore[arg-type]
+
+
+def test_a_value_too_short_to_be_a_secret_is_not_searched_for() -> None:
+    """A fixture's one-letter key would match every log; the patterns and real-length values still apply."""
+    stack = StubStack({"SubmitFunction": "kicking the dispatcher\n"})
+    stack.emulator.config = EmulatorConfig(api_key="k", webhook_secret="whsec_topsecret")
+    assert scan(stack) == []  # type: ignore[arg-type]
+    stack._logs["SubmitFunction"] += "with sk-rotated-secret\n"
+    assert scan(stack) == ["stub/SubmitFunction: the emulator's current API key"]  # type: ignore[arg-type]
