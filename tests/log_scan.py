@@ -1,7 +1,7 @@
 """The log scan: every line any one-machine stack's functions logged during the test run is checked
 for secrets, tokens and signed URLs before the stack stops (its logs go with it).
 
-Imported by the conftest of each suite that starts stacks; the session fails if anything is found.
+Registered once, as a plugin, by tests/conftest.py; the session fails if anything is found.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _known_secrets(stack: OneMachineStack) -> dict[str, str]:
 
 
 def scan(stack: OneMachineStack) -> list[str]:
-    """What in the stack's function logs is a secret; counts the lines looked at."""
+    """What in the stack's function logs is a secret."""
     if not stack.workers:
         return []
     # A value of a few characters (a fixture's key "k") would match any text: not a secret to look for.
@@ -72,14 +72,12 @@ def scan(stack: OneMachineStack) -> list[str]:
     findings = []
     for function in sorted(stack.workers):
         text = stack.function_logs(function)
-        SCAN.lines += text.count("\n")
         for what, value in secrets.items():
             if value in text:
                 findings.append(f"{stack.stack_name}/{function}: {what}")
         for what, pattern in PATTERNS.items():
             if match := pattern.search(text):
                 findings.append(f"{stack.stack_name}/{function}: {what} ({match.group(0)[:24]}...)")
-    SCAN.stacks += 1
     return findings
 
 
@@ -91,6 +89,9 @@ def scan_every_stack() -> Iterator[None]:
     def stop(self: OneMachineStack, *args: Any, **kwargs: Any) -> None:
         try:
             SCAN.findings.extend(scan(self))
+            if self.workers:
+                SCAN.stacks += 1
+                SCAN.lines += sum(self.function_logs(function).count("\n") for function in self.workers)
         except Exception as error:
             if self.workers:
                 SCAN.findings.append(f"{self.stack_name}: the log scan itself failed: {error!r}")
@@ -101,8 +102,9 @@ def scan_every_stack() -> Iterator[None]:
         yield
     finally:
         OneMachineStack.stop = original  # type: ignore[method-assign]
-    print(
-        f"\nlog scan: {SCAN.lines} lines from {SCAN.stacks} stacks, {len(SCAN.findings)} findings",
-        file=sys.stderr,
-    )
+    if SCAN.stacks:
+        print(
+            f"\nlog scan: {SCAN.lines} lines from {SCAN.stacks} stacks, {len(SCAN.findings)} findings",
+            file=sys.stderr,
+        )
     assert not SCAN.findings, SCAN.findings

@@ -20,7 +20,6 @@ from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
 from local.sync_emulator import EmulatorConfig
 from tests.e2e.conftest import TIMINGS  # production timings scaled to seconds
-from tests.log_scan import scan_every_stack  # noqa: F401 - scans every stack's logs as it stops
 
 ROOT = Path(__file__).resolve().parents[2]
 

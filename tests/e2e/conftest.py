@@ -27,7 +27,6 @@ from lipsync.syncso.webhook_auth import job_token, sign
 from local.media import make_sample_audio, make_sample_video
 from local.stack import OneMachineStack
 from local.sync_emulator import EmulatorConfig
-from tests.log_scan import scan_every_stack  # noqa: F401 - scans every stack's logs as it stops
 
 ROOT = Path(__file__).resolve().parents[2]
 # Production timings scaled to seconds, as a user would override them (no test-only code paths).

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.log_scan import scan_every_stack  # noqa: F401 - scans every stack's logs as it stops
-
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "events" / "README.md"
 MARKER = "<!-- sam-local-commands"
