@@ -67,8 +67,9 @@ class Expression:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def condition(expression: ConditionBase) -> Expression:
-    built = ConditionExpressionBuilder().build_expression(expression)
+def condition(expression: ConditionBase, *, key: bool = False) -> Expression:
+    """A condition (or, `key`, a Query's key condition: `Key(...)` objects) with its placeholders."""
+    built = ConditionExpressionBuilder().build_expression(expression, is_key_condition=key)
     return Expression(
         built.condition_expression,
         dict(built.attribute_name_placeholders),

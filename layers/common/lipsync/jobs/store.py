@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 
 from lipsync.jobs import dynamo
 from lipsync.jobs.model import Job
 from lipsync.jobs.names import NAME_PREFIX, NameClaim
-from lipsync.jobs.transitions import Change, Lane
+from lipsync.jobs.transitions import Change, F, Lane
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -188,38 +188,28 @@ class DynamoJobStore:
         """The first `limit` jobs of a lane whose key sorts before `before` (e.g. ended before a time)."""
         return self._lane(lane, before, limit)
 
+    def _lane_query(self, lane: Lane, before: str | None) -> dict[str, Any]:
+        """A Query of one lane of the queue-order index (the part ahead of key `before`, if given)."""
+        in_lane = Key(F.LANE).eq(str(lane))
+        built = dynamo.condition(in_lane & Key(F.LANE_KEY).lt(before) if before else in_lane, key=True)
+        return {
+            "TableName": self.table,
+            "IndexName": QUEUE_INDEX,
+            "KeyConditionExpression": built.text,
+            "ExpressionAttributeNames": built.names,
+            "ExpressionAttributeValues": built.values,
+        }
+
     def _lane(self, lane: Lane, before: str | None, limit: int) -> list[str]:
-        condition = "#lane = :lane" + (" AND #key < :before" if before else "")
-        names = {"#lane": "queue"} | ({"#key": "queueKey"} if before else {})
-        values = {":lane": str(lane)} | ({":before": before} if before else {})
-        answer = self._client.query(
-            TableName=self.table,
-            IndexName=QUEUE_INDEX,
-            KeyConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=dynamo.item(values),
-            ScanIndexForward=True,
-            Limit=limit,
-        )
+        answer = self._client.query(**self._lane_query(lane, before), ScanIndexForward=True, Limit=limit)
         return [str(dynamo.plain(item)["jobId"]) for item in answer.get("Items", [])]
 
     def count_queued(self, before: str | None = None, *, lane: Lane = Lane.QUEUED) -> int:
         """How many jobs are in a lane (ahead of key `before`, if given): a keys-only COUNT query."""
-        condition = "#lane = :lane" + (" AND #key < :before" if before else "")
-        names = {"#lane": "queue"} | ({"#key": "queueKey"} if before else {})
-        values = {":lane": str(lane)} | ({":before": before} if before else {})
         total, start = 0, None
         while True:
             paging: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-            page = self._client.query(
-                TableName=self.table,
-                IndexName=QUEUE_INDEX,
-                KeyConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=dynamo.item(values),
-                Select="COUNT",
-                **paging,
-            )
+            page = self._client.query(**self._lane_query(lane, before), Select="COUNT", **paging)
             total += int(page.get("Count", 0))
             start = page.get("LastEvaluatedKey")
             if not start:
