@@ -18,6 +18,7 @@ import boto3
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lipsync.endpoints import aws_endpoint, reachable_api_url
 from lipsync_cli.errors import AwsError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ def from_stack(name: str, cloudformation: CloudFormation, credentials: Credentia
     return Target(
         description=f"stack {name} ({region})",
         bucket=outputs["MediaBucketName"],
-        api_url=outputs["ApiUrl"].rstrip("/"),
+        # Behind an AWS emulator (AWS_ENDPOINT_URL), the API is at the emulator's execute-api route.
+        api_url=reachable_api_url(outputs["ApiUrl"], aws_endpoint()).rstrip("/"),
         region=region,
         credentials=credentials,
         jobs_table=outputs.get("JobsTableName"),

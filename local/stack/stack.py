@@ -381,7 +381,7 @@ class OneMachineStack:
         """`sam local invoke --env-vars` content: each function's resolved environment, pointed at
         this stack (at `ports`, default where it listens), with secret names instead of ARNs.
 
-        SAM applies only variables the template declares (Globals declares AWS_ENDPOINT_URL, empty);
+        SAM applies only variables the template declares (Globals declares AWS_ENDPOINT_URL, as AWS::NoValue);
         credentials and the region are Lambda's reserved variables: `sam local` passes the caller's
         own (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION from the shell) into the container.
         """

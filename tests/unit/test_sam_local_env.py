@@ -1,8 +1,11 @@
-"""The template works with `sam local` and stays right for AWS.
+"""The template works with `sam local` and stays right for AWS and for AWS emulators.
 
 SAM applies `--env-vars` only to variables the template declares, so Globals declares
-AWS_ENDPOINT_URL, empty. In AWS that empty value must mean "no custom endpoint": botocore
-treats an empty AWS_ENDPOINT_URL as absent (proved here with botocore itself, no network).
+AWS_ENDPOINT_URL as `AWS::NoValue`: `sam local` sees a declared variable with a blank default
+(which env.json overrides), and CloudFormation drops it, so a deployed function sees what its
+platform gives (nothing at AWS; an emulator's own endpoint, which MiniStack injects only when the
+variable is absent). A blank value, as `sam local` passes without env.json, is AWS itself
+(proved here with botocore, no network).
 """
 
 from __future__ import annotations
@@ -56,8 +59,47 @@ def test_an_empty_aws_endpoint_url_is_the_aws_endpoint(monkeypatch: pytest.Monke
     assert pointed == "http://172.17.0.1:4566"
 
 
-def test_globals_declare_an_empty_aws_endpoint_url() -> None:
-    assert GLOBAL_VARIABLES["AWS_ENDPOINT_URL"] == ""
+def test_globals_declare_aws_endpoint_url_for_sam_local_only() -> None:
+    assert GLOBAL_VARIABLES["AWS_ENDPOINT_URL"] == {"Ref": "AWS::NoValue"}
+
+
+def test_sam_local_applies_env_json_to_the_declared_endpoint() -> None:
+    """SAM CLI's own resolution: blank without env.json, env.json's value with it."""
+    from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+    from samcli.local.lambdafn.env_vars import EnvironmentVariables
+
+    stacks, _ = SamLocalStackProvider.get_stacks(str(ROOT / "template.yaml"))
+    function = SamFunctionProvider(stacks).get("SubmitFunction")
+    assert function is not None
+    assert function.environment is not None
+    declared = function.environment["Variables"]
+
+    def resolved(overrides: dict[str, str]) -> dict[str, str]:
+        return dict(EnvironmentVariables(variables=declared, override_values=overrides).resolve())
+
+    assert resolved({})["AWS_ENDPOINT_URL"] == ""
+    env = json.loads((ROOT / "events" / "env.json").read_text())["SubmitFunction"]
+    assert resolved(env)["AWS_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"]
+    assert "NOT_DECLARED" not in resolved({"NOT_DECLARED": "x"})  # why the template must declare it
+
+
+def test_the_transform_leaves_the_endpoint_for_cloudformation_to_drop() -> None:
+    """The SAM transform hands `AWS::NoValue` to every function; resolving it removes the variable
+    (the one-machine stack's resolver does as CloudFormation does; `make deploy-test` proves it in
+    a real `sam deploy`)."""
+    from local.stack.template import Resolver
+    from local.stack.transform import translate
+
+    transformed, _ = translate(TEMPLATE, {"SyncApiKey": "k", "AWS::Region": "us-east-1"})
+    functions = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) == len(FUNCTIONS)
+    resolver = Resolver(transformed, {}, {}, set())
+    for function in functions:
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["AWS_ENDPOINT_URL"] == {"Ref": "AWS::NoValue"}
+        kept = resolver.resolve({key: variables[key] for key in ("AWS_ENDPOINT_URL", "AWS_RETRY_MODE")})
+        assert kept == {"AWS_RETRY_MODE": "standard"}
 
 
 def test_no_reserved_variable_is_declared() -> None:

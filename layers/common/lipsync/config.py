@@ -9,6 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, field_validator, model_validator
 
+from lipsync.endpoints import reachable_api_url
+
 SECRET_CACHE_SECONDS = 300
 
 
@@ -119,8 +121,14 @@ class DispatchSettings(SyncApiSettings, QueueSettings, BudgetSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
     webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
     webhook_base_url: str = Field(validation_alias="WEBHOOK_BASE_URL", pattern=r"^https?://")
+    aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     presigned_url_seconds: int = Field(validation_alias="PRESIGNED_URL_SECONDS", ge=10, le=604800)
     state_machine_arn: str = Field(validation_alias="STATE_MACHINE_ARN", min_length=1)
+
+    @property
+    def webhook_url_base(self) -> str:
+        """WEBHOOK_BASE_URL as sync.so reaches it (an emulator's execute-api route, see endpoints)."""
+        return reachable_api_url(self.webhook_base_url, (self.aws_endpoint_url or "").strip() or None)
 
 
 class WebhookSettings(StoreSettings):

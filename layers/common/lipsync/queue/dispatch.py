@@ -234,7 +234,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ claiming
     def _webhook_url(self, job_id: str) -> str:
-        return f"{self._settings.webhook_base_url.rstrip('/')}/webhooks/sync/{job_id}?" + urlencode(
+        return f"{self._settings.webhook_url_base.rstrip('/')}/webhooks/sync/{job_id}?" + urlencode(
             {"token": job_token(self._token_key(), job_id)}
         )
 
