@@ -48,6 +48,14 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
+# MiniStack pins botocore exactly, so it too lives in a venv of its own (make deploy-test).
+MINISTACK_VENV := .venv-ministack
+$(MINISTACK_VENV)/.installed: requirements-ministack.txt
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or apt-get install python3.12)"; exit 1; }
+	test -x $(MINISTACK_VENV)/bin/python || $(PYTHON312) -m venv $(MINISTACK_VENV)
+	$(MINISTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-ministack.txt
+	touch $@
+
 .PHONY: lint
 lint: install $(CHECKOV_VENV)/.installed  ## ruff, mypy, bandit, sam validate --lint, cfn-lint, checkov, asl-validator
 	$(BIN)/ruff check .
@@ -63,15 +71,19 @@ lint: install $(CHECKOV_VENV)/.installed  ## ruff, mypy, bandit, sam validate --
 	asl-validator --json-path statemachine/job_lifecycle.asl.json
 
 .PHONY: test
-test: lint  ## Everything: linters, unit, integration and end-to-end tests, then sam local in Docker
+test: lint $(MINISTACK_VENV)/.installed  ## Everything: linters, unit, integration, end-to-end and sam deploy tests, then sam local in Docker
 	@# Two workers; unit tests first and alone: their in-process moto resets backends a stack shares.
 	@# Docker, the Lambda image and the build are prepared meanwhile (mostly downloads and disk).
 	local/lambda_image/sam_local.sh --alongside \
-		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e tests/cli'
+		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e tests/cli tests/deploy'
 
 .PHONY: unit
 unit: install  ## Unit tests only (no network)
 	$(PY) -m pytest tests/unit
+
+.PHONY: deploy-test
+deploy-test: install $(MINISTACK_VENV)/.installed  ## sam build + a real sam deploy into MiniStack, a pair through the deployed stack, sam delete
+	$(PY) -m pytest tests/deploy
 
 .PHONY: build
 build: install  ## sam build, then ship compiled bytecode in the artifacts

@@ -7,7 +7,6 @@ Registered once, as a plugin, by tests/conftest.py; the session fails if anythin
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,9 +101,26 @@ def scan_every_stack() -> Iterator[None]:
         yield
     finally:
         OneMachineStack.stop = original  # type: ignore[method-assign]
-    if SCAN.stacks:
-        print(
-            f"\nlog scan: {SCAN.lines} lines from {SCAN.stacks} stacks, {len(SCAN.findings)} findings",
-            file=sys.stderr,
-        )
     assert not SCAN.findings, SCAN.findings
+
+
+# The figures reach the terminal summary: under xdist each worker sends its own to the controller.
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["log_scan"] = [SCAN.stacks, SCAN.lines, len(SCAN.findings)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    stacks, lines, findings = getattr(node, "workeroutput", {}).get("log_scan", [0, 0, 0])
+    SCAN.stacks += stacks
+    SCAN.lines += lines
+    SCAN.findings.extend(["(a worker's finding)"] * findings)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SCAN.stacks:
+        terminalreporter.write_line(
+            f"log scan: {SCAN.lines} lines from {SCAN.stacks} stacks, {len(SCAN.findings)} findings"
+        )

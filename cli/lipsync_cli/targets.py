@@ -139,7 +139,10 @@ def resolve(
     if not stack:
         return from_state_file(local or os.environ.get(LOCAL_ENV) or DEFAULT_STATE_FILE)
     try:
-        session = boto3.Session(profile_name=profile, region_name=region)
+        # Lambda and the other SDKs read AWS_REGION; boto3 reads only AWS_DEFAULT_REGION and the profile.
+        session = boto3.Session(
+            profile_name=profile, region_name=region or os.environ.get("AWS_REGION") or None
+        )
         credentials = session.get_credentials()
     except BotoCoreError as error:
         raise AwsError(f"AWS credentials: {error}") from None

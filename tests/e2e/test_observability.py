@@ -73,6 +73,21 @@ def test_a_finished_job_sends_one_event_and_its_outcome_metric(pipeline: Pipelin
     directive = outcomes[-1]["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "LipsyncPipeline"
     assert directive["Dimensions"] == [["service", "Outcome"]]
+    # FailedJobRateAlarm reads what finalize emits: FailedJobPercent, service only, 0 for this job.
+    rates = emf_lines(pipeline, "FinalizeFunction", "FailedJobPercent")
+    assert rates, "finalize printed no FailedJobPercent line"
+    rate = rates[-1]
+    assert rate["FailedJobPercent"] == 0
+    emitted = rate["_aws"]["CloudWatchMetrics"][0]
+    alarm_name = pipeline.stack.provisioned.resources["FailedJobRateAlarm"]["Ref"]
+    (alarm,) = pipeline.stack.client("cloudwatch").describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        emitted["Namespace"],
+        "FailedJobPercent",
+        "Average",
+    )
+    assert [[d["Name"] for d in alarm["Dimensions"]]] == emitted["Dimensions"]
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {"service": rate["service"]}
 
 
 def test_an_invalid_upload_sends_its_event_from_intake(pipeline: Pipeline) -> None:

@@ -106,8 +106,8 @@ def test_a_job_that_does_not_fit_waits_in_budget_hold_and_says_why(
         world.job("j3").job_id,
     ]
     lines = emitted(capsys)
-    assert [line["values"] for line in named(lines, "JobsHeld")] == [[1.0], [1.0]]
-    assert named(lines, "JobsHeld")[0]["dimensions"]["Outcome"] == "BUDGET_HOLD"
+    assert [line["values"] for line in named(lines, "JobsHeld", by="Outcome")] == [[1.0], [1.0]]
+    assert named(lines, "JobsHeld", by="Outcome")[0]["dimensions"]["Outcome"] == "BUDGET_HOLD"
     assert sum(sum(line["values"]) for line in named(lines, "EstimatedSpendUsd")) == pytest.approx(
         2 * ESTIMATE
     )

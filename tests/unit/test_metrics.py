@@ -61,8 +61,10 @@ def emitted(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return found
 
 
-def named(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [line for line in lines if line["name"] == name]
+def named(lines: list[dict[str, Any]], name: str, by: str | None = None) -> list[dict[str, Any]]:
+    """The lines of metric `name`: those with dimension `by`, or (None) those with `service` only."""
+    wanted = {"service", by} if by else {"service"}
+    return [line for line in lines if line["name"] == name and set(line["dimensions"]) == wanted]
 
 
 def job(**fields: Any) -> Job:
@@ -102,7 +104,7 @@ def test_a_dimensioned_count_is_its_own_line_with_the_service_dimension(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     count_by("JobsFinished", "Outcome", "FAILED")
-    (line,) = emitted(capsys)
+    line, total = emitted(capsys)
     assert line == {
         "namespace": NAMESPACE,
         "name": "JobsFinished",
@@ -110,6 +112,8 @@ def test_a_dimensioned_count_is_its_own_line_with_the_service_dimension(
         "dimensions": {"service": SERVICE, "Outcome": "FAILED"},
         "values": [1.0],
     }
+    # ... and the total with the service dimension alone, which a single-metric alarm reads.
+    assert total == line | {"dimensions": {"service": SERVICE}}
 
 
 def test_a_finished_job_reports_its_outcome_and_timings_once_per_document(
@@ -117,8 +121,10 @@ def test_a_finished_job_reports_its_outcome_and_timings_once_per_document(
 ) -> None:
     write_job_document(FakeStorage(), job())
     lines = emitted(capsys)
-    (outcome,) = named(lines, "JobsFinished")
+    (outcome,) = named(lines, "JobsFinished", by="Outcome")
     assert outcome["dimensions"] == {"service": SERVICE, "Outcome": "COMPLETED"}
+    (failed,) = named(lines, "FailedJobPercent")
+    assert (failed["unit"], failed["values"]) == ("Percent", [0.0])
     seconds = {line["name"]: line["values"] for line in lines if line["unit"] == "Seconds"}
     assert seconds == {
         "QueueWaitSeconds": [10.0],  # created -> submitted
@@ -138,8 +144,11 @@ def test_a_job_without_an_output_has_no_upload_to_output_time(
     assert "uploadToOutputSeconds" not in job_document(unfinished)["timings"]
     write_job_document(FakeStorage(), unfinished)
     lines = emitted(capsys)
-    assert named(lines, "JobsFinished")[0]["dimensions"]["Outcome"] == status
+    assert named(lines, "JobsFinished", by="Outcome")[0]["dimensions"]["Outcome"] == status
     assert named(lines, "UploadToOutputSeconds") == []
+    # FailedJobRateAlarm's Average: a failure counts 100, the input's own fault (REJECTED, INVALID) 0.
+    (failed,) = named(lines, "FailedJobPercent")
+    assert failed["values"] == [0.0 if status in {"REJECTED", "INVALID"} else 100.0]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +171,9 @@ def test_the_dispatch_handler_reports_429s_by_kind(capsys: pytest.CaptureFixture
     for kind in ("concurrency", "concurrency", "rate"):
         report.throttle(kind)
     dispatch.report_metrics(report)
-    throttled = {line["dimensions"]["Kind"]: line["values"] for line in named(emitted(capsys), "Throttled")}
+    throttled = {
+        line["dimensions"]["Kind"]: line["values"] for line in named(emitted(capsys), "Throttled", by="Kind")
+    }
     assert throttled == {"concurrency": [2.0], "rate": [1.0]}
 
 
@@ -208,5 +219,8 @@ def test_a_rejected_webhook_is_counted_by_reason_never_by_token(capsys: pytest.C
     webhook = load_handler("webhook")
     answer = webhook.rejected(WebhookRejectedError(403, "the webhook URL's token is not valid", "bad_token"))
     assert answer.status_code == 403
-    (line,) = named(emitted(capsys), "WebhooksRejected")
+    lines = emitted(capsys)
+    (line,) = named(lines, "WebhooksRejected", by="Reason")
     assert line["dimensions"] == {"service": SERVICE, "Reason": "bad_token"}
+    (total,) = named(lines, "WebhooksRejected")  # what RejectedWebhooksAlarm reads
+    assert total["values"] == [1.0]

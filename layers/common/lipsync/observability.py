@@ -56,6 +56,12 @@ def count_by(metric: str, dimension: str, value: str, amount: float = 1) -> None
     ) as metric_line:
         metric_line.add_dimension(name="service", value=metrics.service or "service_undefined")
         metric_line.add_dimension(name=dimension, value=value)
+    # ... and the total, with the other metrics' dimensions: what a single-metric alarm reads.
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=amount)
+
+
+def percent(metric: str, value: float) -> None:
+    metrics.add_metric(name=metric, unit=MetricUnit.Percent, value=value)
 
 
 def seconds(metric: str, value: float) -> None:

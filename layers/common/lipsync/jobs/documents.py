@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lipsync.jobs.model import Job, JobStatus, utc_now
+from lipsync.jobs.model import FAILED_OUTCOMES, Job, JobStatus, utc_now
 from lipsync.jobs.transitions import F, not_announced, note, status_is
-from lipsync.observability import count_by, seconds
+from lipsync.observability import count_by, percent, seconds
 from lipsync.storage import Storage
 
 if TYPE_CHECKING:
@@ -54,8 +54,13 @@ def write_job_document(storage: Storage, job: Job, events: JobEvents | None = No
 
 
 def report_finished(document: dict[str, Any]) -> None:
-    """Metrics of a finished job: its outcome, and how long it waited and took."""
-    count_by("JobsFinished", "Outcome", str(document["status"]))
+    """Metrics of a finished job: its outcome, and how long it waited and took.
+
+    FailedJobPercent is 100 for a job that ended badly and 0 otherwise, so its Average over a
+    period is the share of finished jobs that failed: FailedJobRateAlarm reads it as it is."""
+    status = str(document["status"])
+    count_by("JobsFinished", "Outcome", status)
+    percent("FailedJobPercent", 100 if status in FAILED_OUTCOMES else 0)
     timings: dict[str, float] = document.get("timings", {})
     for metric, timing in (
         ("QueueWaitSeconds", "queuedSeconds"),

@@ -60,6 +60,8 @@ IN_FLIGHT = frozenset({JobStatus.SUBMITTING, JobStatus.PENDING, JobStatus.PROCES
 # Ended with a generation that sync.so reported, or that the pipeline stopped following: a later,
 # authoritative answer from sync.so can still finish it (its output is paid for).
 RECOVERABLE = frozenset({JobStatus.TIMED_OUT, JobStatus.STOPPED})
+# Finished badly: what FailedJobRateAlarm counts (REJECTED and INVALID are the input's fault).
+FAILED_OUTCOMES = frozenset({JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.STOPPED, JobStatus.UNKNOWN})
 _FROM_API = {
     "PENDING": JobStatus.PENDING,
     "PROCESSING": JobStatus.PROCESSING,
