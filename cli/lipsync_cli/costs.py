@@ -39,7 +39,7 @@ def price_table(target: Target) -> tuple[PriceTable, str]:
         table = PriceTable.from_json(target.price_table)
     except ValueError as error:
         raise UsageError(
-            f"the stack's PriceTableUsdPerSecond parameter is not valid, so its submit function cannot "
+            f"the stack's PriceTableUsdPerSecond (Tuning) is not valid, so its submit function cannot "
             f"start either: {error}"
         ) from None
     return table, "list" if table.prices == DEFAULT_PRICES_USD_PER_SECOND else "stack"

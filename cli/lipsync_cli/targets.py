@@ -1,8 +1,8 @@
 """Which stack the command talks to.
 
 - A deployed stack, by name: its CloudFormation outputs (MediaBucketName, ApiUrl, JobsTableName) and
-  parameters (DefaultModel, DefaultOptions, PriceTableUsdPerSecond), read with the user's own AWS
-  credentials.
+  parameters (DefaultModel; DefaultOptions and PriceTableUsdPerSecond from Tuning), read with the
+  user's own AWS credentials.
 - The one-machine stack (`python -m local.stack --state-file PATH`), through its state file.
 """
 
@@ -12,12 +12,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import boto3
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lipsync.config import TUNING_VARIABLE, TuningError, environment
 from lipsync.endpoints import aws_endpoint, reachable_api_url
 from lipsync_cli.errors import AwsError, NotFoundError, UsageError
 
@@ -84,9 +85,27 @@ def from_state_file(path: str | Path) -> Target:
         credentials=Credentials(state["aws_access_key_id"], state["aws_secret_access_key"]),
         endpoint_url=state["aws_endpoint_url"],
         jobs_table=state.get("jobs_table"),
+        **_planning(parameters),
+    )
+
+
+class Planning(TypedDict):
+    default_model: str
+    default_options: str
+    price_table: str
+
+
+def _planning(parameters: dict[str, str]) -> Planning:
+    """The stack's DefaultModel, and DefaultOptions and PriceTableUsdPerSecond from its Tuning (or
+    their defaults), as the submit function reads them."""
+    try:
+        tuned = environment({TUNING_VARIABLE: parameters.get("Tuning") or ""})
+    except TuningError as error:
+        raise UsageError(f"the stack's {error}") from None
+    return Planning(
         default_model=parameters.get("DefaultModel") or "lipsync-2",
-        default_options=parameters.get("DefaultOptions") or "{}",
-        price_table=parameters.get("PriceTableUsdPerSecond") or "",
+        default_options=tuned["DEFAULT_OPTIONS"],
+        price_table=tuned["PRICE_TABLE_USD_PER_SECOND"],
     )
 
 
@@ -122,9 +141,7 @@ def from_stack(name: str, cloudformation: CloudFormation, credentials: Credentia
         region=region,
         credentials=credentials,
         jobs_table=outputs.get("JobsTableName"),
-        default_model=parameters.get("DefaultModel") or "lipsync-2",
-        default_options=parameters.get("DefaultOptions") or "{}",
-        price_table=parameters.get("PriceTableUsdPerSecond") or "",
+        **_planning(parameters),
         outputs=outputs,
     )
 

@@ -10,7 +10,6 @@ Three event sources, one owner of the plan's slots:
 from __future__ import annotations
 
 import json
-import os
 import time
 from functools import cache
 from typing import Any, NamedTuple
@@ -45,7 +44,7 @@ class Wiring(NamedTuple):
 @cache
 def wiring() -> Wiring:
     settings = DispatchSettings.from_env()
-    limits = PlanLimits.model_validate(dict(os.environ))
+    limits = PlanLimits.from_env()
     store = DynamoJobStore(settings.jobs_table)
     admission = DynamoAdmission(settings.admission_table, store)
     kicker = SqsKicker(settings.dispatch_queue_url)
@@ -56,7 +55,7 @@ def wiring() -> Wiring:
         Dispatcher(
             settings=settings,
             limits=limits,
-            timings=LifecycleTimings.model_validate(dict(os.environ)),
+            timings=LifecycleTimings.from_env(),
             store=store,
             admission=admission,
             storage=storage,

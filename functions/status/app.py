@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from functools import cache
 from typing import Any, NamedTuple
@@ -37,9 +36,7 @@ class Wiring(NamedTuple):
 def wiring() -> Wiring:
     settings = QueueSettings.from_env()
     store = DynamoJobStore(settings.jobs_table)
-    return Wiring(
-        store, DynamoAdmission(settings.admission_table, store), PlanLimits.model_validate(dict(os.environ))
-    )
+    return Wiring(store, DynamoAdmission(settings.admission_table, store), PlanLimits.from_env())
 
 
 @app.get("/jobs/<job_id>")

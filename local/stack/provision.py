@@ -12,6 +12,7 @@ stack silently skipped would make a wrong template pass its tests.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -576,8 +577,12 @@ class Provisioner:
             raise TemplateError("the front door needs the API's OpenAPI Body (paths)")
         apigateway = self.client("apigateway")
         title = (body.get("info") or {}).get("title")
+        # An id derived from the stack and the resource, as the bucket's name is: the same every run,
+        # so the stage URL in events/env.json stays right (moto honours its `_custom_id_` tag).
+        digest = hashlib.sha256(f"{self.stack_name}/{name}".encode()).hexdigest()
         api_id = apigateway.create_rest_api(
-            name=str(props.get("Name") or title or self._physical_name(name))
+            name=str(props.get("Name") or title or self._physical_name(name)),
+            tags={"_custom_id_": digest[:10]},
         )["id"]
         root = next(r["id"] for r in apigateway.get_resources(restApiId=api_id)["items"] if r["path"] == "/")
         resource_ids = {"/": root}

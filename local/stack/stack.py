@@ -192,8 +192,7 @@ class OneMachineStack:
 
     def _provision(self) -> None:
         template = load_template(self.template_path)
-        overrides = {**self._stack_supplied_parameters(template), **self.parameter_overrides}
-        self.parameters = resolve_parameters(template, overrides)
+        self.parameters = resolve_parameters(template, self._parameter_values(template))
         pseudo = self._pseudo_parameters()
         # What CloudFormation provisions: the SAM transform's output, given the stack's parameters.
         cloudformation, artifacts = translate(template, {**self.parameters, **pseudo})
@@ -227,8 +226,7 @@ class OneMachineStack:
         changed. Other resources keep their configuration: recreate the stack for those."""
         template = load_template(self.template_path)
         self.parameter_overrides |= overrides
-        supplied = self._stack_supplied_parameters(template)
-        self.parameters = resolve_parameters(template, {**supplied, **self.parameter_overrides})
+        self.parameters = resolve_parameters(template, self._parameter_values(template))
         cloudformation, _ = translate(template, {**self.parameters, **self._pseudo_parameters()})
         changed = []
         for name, worker in self.workers.items():
@@ -254,17 +252,35 @@ class OneMachineStack:
         config = self.emulator.config
         supplied = {
             "SyncApiKey": config.api_key,
-            "SyncApiBaseUrl": self.emulator.url,
             "SyncWebhookSecret": config.webhook_secret,
+            "MonthlyBudgetUsd": "off",  # required of a user; a test that wants a budget sets one
         }
+        tuning = {"SyncApiBaseUrl": self.emulator.url}
         stages = [
             r.get("Properties", {}).get("StageName")
             for r in (template.get("Resources") or {}).values()
             if r.get("Type") in ("AWS::Serverless::Api", "AWS::ApiGateway::Stage")
         ]
         if stages and isinstance(stages[0], str):
-            supplied["PublicApiUrl"] = f"{self.front_door.url}/{stages[0]}"
+            tuning["PublicApiUrl"] = f"{self.front_door.url}/{stages[0]}"
+        supplied["Tuning"] = json.dumps(tuning)
         return {k: v for k, v in supplied.items() if k in (template.get("Parameters") or {})}
+
+    def _parameter_values(self, template: dict[str, Any]) -> dict[str, str]:
+        """What the stack supplies, under the overrides. Overrides named after Tuning keys
+        (WebhookTimeoutSeconds=5, as tests and the demo give them) fold into the Tuning JSON, as a
+        user writes it for `sam deploy`; a Tuning override merges over the supplied keys."""
+        from lipsync.config import TUNABLES
+
+        supplied = self._stack_supplied_parameters(template)
+        merged = {**supplied, **{k: v for k, v in self.parameter_overrides.items() if k not in TUNABLES}}
+        if "Tuning" in supplied:
+            tuned = {k: v for k, v in self.parameter_overrides.items() if k in TUNABLES}
+            tuning = json.loads(supplied["Tuning"]) | json.loads(
+                self.parameter_overrides.get("Tuning") or "{}"
+            )
+            merged["Tuning"] = json.dumps(tuning | tuned)
+        return merged
 
     def _start_workers(self) -> None:
         aws_env = lambda_aws_env(self.endpoint_url)

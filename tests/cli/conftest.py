@@ -69,7 +69,7 @@ def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OneMac
     state_file = tmp_path_factory.mktemp("cli-stack") / ".local-stack.json"
     stack = OneMachineStack(
         template_path=ROOT / "template.yaml",
-        parameter_overrides=TIMINGS,
+        parameter_overrides=TIMINGS | {"SyncPlanConcurrency": "3"},
         emulator_config=EmulatorConfig(processing_seconds=0.5, concurrency=3),
         stack_name="cli",
         state_file=state_file,

@@ -168,13 +168,13 @@ class Deployed:
 
 def deploy_parameters(emulator_url: str) -> list[str]:
     """What a first deploy gives (the guided deploy's questions), pointed at the sync.so emulator."""
+    tuning = {"SyncApiBaseUrl": emulator_url, "WebhookTimeoutSeconds": 5, "PollFirstIntervalSeconds": 1}
+    # SAM's --parameter-overrides keeps a value's double quotes only inside single quotes.
     return [
         f"SyncApiKey={API_KEY}",
         "SyncPlanConcurrency=1",
         "MonthlyBudgetUsd=5",
-        f"SyncApiBaseUrl={emulator_url}",
-        "WebhookTimeoutSeconds=5",
-        "PollFirstIntervalSeconds=1",
+        f"Tuning='{json.dumps(tuning)}'",
     ]
 
 

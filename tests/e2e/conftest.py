@@ -57,7 +57,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 
 def start_stack(name: str, parameters: dict[str, str] | None = None, **emulator: Any) -> OneMachineStack:
     """A stack from the real template; the plan's concurrency is the same on both sides unless told."""
-    overrides = TIMINGS | (parameters or {})
+    overrides = {"SyncPlanConcurrency": "3"} | TIMINGS | (parameters or {})  # a Creator plan unless told
     settings: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "processing_seconds": 1.0} | emulator
     settings.setdefault("concurrency", int(overrides.get("SyncPlanConcurrency", "3")))
     return OneMachineStack(

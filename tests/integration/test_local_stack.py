@@ -169,7 +169,9 @@ def test_environment_is_resolved_per_function(stack: OneMachineStack) -> None:
     assert echo["ECHO_ONLY"] == "1"
     assert "STEP_ONLY" not in echo
     consumer = stack.workers["ConsumerFunction"].environment()
-    assert consumer["PUBLIC_URL"] == f"{stack.front_door.url}/v1"  # the stack supplies PublicApiUrl
+    # The stack supplies Tuning's SyncApiBaseUrl and PublicApiUrl (its emulator, its front door).
+    tuning = json.loads(consumer["TUNING"])
+    assert tuning == {"SyncApiBaseUrl": stack.emulator.url, "PublicApiUrl": f"{stack.front_door.url}/v1"}
 
 
 def test_worker_starts_cold_once_then_stays_warm(stack: OneMachineStack) -> None:

@@ -219,7 +219,7 @@ def test_the_other_events_in_containers(
     assert sweep["stoppedBecause"]
     assert ended["status"] is None  # an execution of no job: nothing to end, nothing breaks
     assert get_job["statusCode"] == 404
-    assert json.loads(queue["body"])["slots"] == 3
+    assert json.loads(queue["body"])["slots"] == 1  # SyncPlanConcurrency: the smallest plan by default
     assert webhook["statusCode"] == 403
     assert json.loads(webhook["body"]) == {"message": "the webhook URL's token is not valid for this job"}
     # Step Functions task inputs for a job this stack does not have: arming stores nothing and wakes
@@ -249,7 +249,7 @@ def test_start_api_serves_the_webhook_and_the_status_routes(
             # AWS_IAM is not enforced by sam local: unsigned requests reach the function.
             queue = client.get("/queue")
             assert queue.status_code == 200
-            assert queue.json()["slots"] == 3
+            assert queue.json()["slots"] == 1
             listed = client.get("/jobs", params={"limit": 5})
             assert listed.status_code == 200
             job_id = listed.json()["jobs"][0]["jobId"]

@@ -181,9 +181,9 @@ def test_the_price_table_parameter_is_checked_at_cold_start() -> None:
 
 
 def test_the_templates_default_price_table_is_the_codes() -> None:
-    template = (ROOT / "template.yaml").read_text()
-    line = next(line for line in template.splitlines() if 'Default: \'{"lipsync-2"' in line)
-    assert PriceTable.from_json(line.split("Default: ", 1)[1].strip("'")) == PriceTable()
+    from lipsync.config import TUNABLES
+
+    assert PriceTable.from_json(TUNABLES["PriceTableUsdPerSecond"][1]) == PriceTable()
 
 
 def test_an_empty_budget_is_off() -> None:

@@ -45,3 +45,17 @@ def test_every_stack_output_the_readme_names_exists() -> None:
     assert named
     assert named <= outputs, sorted(named - outputs)
     assert {"MediaBucketName", "WebhookUrlPrefix"} <= named
+
+
+def test_the_tuning_table_lists_every_key_with_its_default() -> None:
+    from lipsync.config import TUNABLES
+
+    section = deploy_section()
+    table = section[section.index("| key | default | meaning |") :].split("\n\n", 1)[0]
+    rows = {}
+    for row in table.splitlines()[2:]:
+        key, default = (cell.strip() for cell in row.split("|")[1:3])
+        rows[key.strip("`")] = default.strip("`")
+    assert set(rows) == set(TUNABLES)
+    for key, (_, default) in TUNABLES.items():
+        assert rows[key] == (default or "empty"), key

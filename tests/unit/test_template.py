@@ -64,6 +64,7 @@ def test_every_environment_variable_a_handler_reads_is_set(name: str) -> None:
 
     properties = FUNCTIONS[name]["Properties"]
     variables = set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
+    variables |= {variable for variable, _ in config.TUNABLES.values()}  # Tuning, else their defaults
     variables |= set(properties.get("Environment", {}).get("Variables", {}))
     source = (ROOT / properties["CodeUri"] / "app.py").read_text()
     if "lipsync.generation.wiring" in source:  # the lifecycle functions share their wiring
@@ -82,7 +83,7 @@ def test_no_secret_is_passed_as_a_plain_environment_variable() -> None:
         for variable, value in function["Properties"].get("Environment", {}).get("Variables", {}).items():
             assert value != {"Ref": "SyncApiKey"}, f"{name}.{variable} carries the API key itself"
             assert value != {"Ref": "SyncWebhookSecret"}, f"{name}.{variable} carries the signing secret"
-    for parameter in ("SyncApiKey", "SyncWebhookSecret", "SyncWebhookPreviousSecret"):
+    for parameter in ("SyncApiKey", "SyncWebhookSecret"):
         assert TEMPLATE["Parameters"][parameter]["NoEcho"] is True
 
 
@@ -112,13 +113,7 @@ def test_each_function_policy_names_specific_resources() -> None:
 # ---------------------------------------------------------------- housekeeping, alarms, publishing
 CLOUDWATCH_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827]
 CLOUDWATCH_RETENTION_DAYS += [2192, 2557, 2922, 3288, 3653]
-ALARM_TARGET = {
-    "Fn::If": [
-        "NotifyAlarms",
-        [{"Fn::If": ["HasAlarmTopicArn", {"Ref": "AlarmTopicArn"}, {"Ref": "AlarmTopic"}]}],
-        {"Ref": "AWS::NoValue"},
-    ]
-}
+ALARM_TARGET = [{"Ref": "AlarmTopic"}]
 
 
 def of_type(kind: str) -> dict[str, Any]:
@@ -176,7 +171,7 @@ def test_every_alarm_notifies_the_alarm_topic_when_one_is_configured() -> None:
     for name, alarm in alarms.items():
         assert alarm["Properties"].get("AlarmActions") == ALARM_TARGET, name
         assert alarm["Properties"].get("OKActions") == ALARM_TARGET, name
-    assert RESOURCES["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
+    assert "Condition" not in RESOURCES["AlarmTopic"]  # always there: subscribe anything to it
     subscription = RESOURCES["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["Protocol"] == "email"
@@ -190,7 +185,7 @@ def test_the_bucket_aborts_stale_uploads_expires_old_versions_and_optionally_med
     }
     assert "Prefix" not in plain["AbortIncompleteMultipartUploads"]
     assert plain["ExpireNoncurrentVersions"]["NoncurrentVersionExpiration"] == {
-        "NoncurrentDays": {"Ref": "NoncurrentVersionExpirationDays"}
+        "NoncurrentDays": {"Fn::FindInMap": ["Constants", "Retention", "NoncurrentVersionDays"]}
     }
     optional = {}
     for rule in rules:
@@ -205,17 +200,6 @@ def test_the_bucket_aborts_stale_uploads_expires_old_versions_and_optionally_med
     }
     for parameter in ("InputExpirationDays", "OutputExpirationDays"):
         assert TEMPLATE["Parameters"][parameter]["Default"] == 0  # keep forever unless asked
-
-
-def test_api_access_logs_are_optional_and_never_log_the_request_path() -> None:
-    setting = RESOURCES["Api"]["Properties"]["AccessLogSetting"]["Fn::If"]
-    assert setting[0] == "ApiAccessLogsOn"
-    assert setting[1]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
-    assert setting[2] == {"Ref": "AWS::NoValue"}
-    json.loads(setting[1]["Format"])  # one JSON object per line
-    assert "$context.resourcePath" in setting[1]["Format"]
-    assert "$context.path" not in setting[1]["Format"]  # the webhook URL carries a per-job token
-    assert RESOURCES["ApiAccessLogGroup"]["Condition"] == "ApiAccessLogsOn"
 
 
 def test_the_architecture_parameter_sets_the_functions_and_the_layer() -> None:
@@ -263,10 +247,13 @@ def test_samconfig_has_a_default_and_a_prod_environment() -> None:
     assert default_stack != prod_stack
     prod = config["prod"]["deploy"]["parameters"]
     assert prod["confirm_changeset"] is True
-    overrides = dict(item.split("=", 1) for item in prod["parameter_overrides"])
-    assert overrides["LogLevel"] == "WARNING"
+    # Read as SAM reads them: Tuning's JSON keeps its quotes only inside single quotes.
+    from samcli.cli.types import CfnParameterOverridesType
+
+    overrides = CfnParameterOverridesType().convert(tuple(prod["parameter_overrides"]), None, None)
+    assert json.loads(overrides["Tuning"]) == {"LogLevel": "WARNING"}
     assert set(overrides) <= set(TEMPLATE["Parameters"])
-    assert not {"SyncApiKey", "SyncWebhookSecret", "SyncWebhookPreviousSecret"} & set(overrides)
+    assert not {"SyncApiKey", "SyncWebhookSecret"} & set(overrides)
 
 
 # ---------------------------------------------------------------------------- timings that cannot work
@@ -302,12 +289,12 @@ def test_timings_that_cannot_work_fail_the_dispatchers_cold_start_with_the_reaso
 
 
 def test_the_state_machine_outlives_every_job_it_can_watch() -> None:
-    from lipsync.config import MAX_DEADLINE_SECONDS
+    from lipsync.config import MAX_DEADLINE_SECONDS, LifecycleTimings
     from lipsync.generation.deadlines import WATCH_SECONDS
 
-    parameter = TEMPLATE["Parameters"]["MaxJobSeconds"]
-    assert parameter["MaxValue"] == MAX_DEADLINE_SECONDS < WATCH_SECONDS < ASL["TimeoutSeconds"]
-    assert TEMPLATE["Parameters"]["WebhookTimeoutSeconds"]["MaxValue"] <= parameter["MaxValue"]
+    assert MAX_DEADLINE_SECONDS < WATCH_SECONDS < ASL["TimeoutSeconds"]
+    (limit,) = [c for c in LifecycleTimings.model_fields["max_job_seconds"].metadata if hasattr(c, "le")]
+    assert limit.le == MAX_DEADLINE_SECONDS  # and the webhook timeout may not exceed it (above)
 
 
 def test_the_webhook_route_has_throttle_limits_of_its_own() -> None:
@@ -353,3 +340,51 @@ def test_execution_ended_events_are_retried_and_kept_when_they_cannot_be_handled
     }
     alarm = TEMPLATE["Resources"]["DispatchDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["DispatchDeadLetterQueue", "QueueName"]}
+
+
+# ---------------------------------------------------------------------------- the first deploy
+
+
+def test_the_guided_deploy_asks_at_most_twelve_parameters_and_what_a_user_must_decide() -> None:
+    """`sam deploy --guided` asks every template parameter; Tuning holds the rest."""
+    parameters = TEMPLATE["Parameters"]
+    assert len(parameters) <= 12, sorted(parameters)
+    assert {
+        "SyncApiKey",
+        "SyncWebhookSecret",
+        "SyncPlanConcurrency",
+        "MonthlyBudgetUsd",
+        "AlarmEmail",
+    } <= set(parameters)
+    assert "Default" not in parameters["SyncApiKey"]
+    assert "Default" not in parameters["MonthlyBudgetUsd"]  # a paid API: the budget is asked for
+    assert parameters["SyncPlanConcurrency"]["Default"] == 1  # the smallest plan, never over-assumed
+    assert parameters["Tuning"]["Default"] == "{}"
+
+
+def test_the_tuning_parameter_names_every_key_the_code_accepts() -> None:
+    from lipsync.config import TUNABLES
+
+    description = TEMPLATE["Parameters"]["Tuning"]["Description"]
+    keys = description.split(":", 1)[1].split("(README", 1)[0]
+    named = {key.strip() for key in keys.split(",")}
+    assert named == set(TUNABLES)
+    assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["TUNING"] == {"Ref": "Tuning"}
+
+
+@pytest.mark.parametrize("value", ["off", "0", "250", "99.50"])
+def test_the_budget_takes_a_number_of_dollars_or_off(value: str) -> None:
+    from lipsync.config import BudgetSettings
+
+    assert re.fullmatch(TEMPLATE["Parameters"]["MonthlyBudgetUsd"]["AllowedPattern"], value)
+    expected = None if value == "off" else float(value)
+    assert BudgetSettings.from_env({"MONTHLY_BUDGET_USD": value}).monthly_budget_usd == expected
+
+
+def test_intake_counts_deliveries_against_the_queues_own_limit() -> None:
+    from lipsync.config import IntakeSettings
+
+    constant = TEMPLATE["Mappings"]["Constants"]["Queue"]["SubmitMaxReceiveCount"]
+    redrive = RESOURCES["SubmitQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == {"Fn::FindInMap": ["Constants", "Queue", "SubmitMaxReceiveCount"]}
+    assert IntakeSettings.model_fields["max_receive_count"].default == constant

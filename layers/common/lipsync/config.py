@@ -3,6 +3,7 @@ and secrets read from Secrets Manager through Powertools Parameters (cached)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -13,6 +14,62 @@ from lipsync.endpoints import reachable_api_url
 
 SECRET_CACHE_SECONDS = 300
 
+# The template's `Tuning` parameter: one optional JSON object for what a first deploy need not
+# decide. Each key, the variable it stands for and its default. A variable the environment sets
+# itself (`sam local`'s env.json, a test) wins over Tuning; Tuning wins over the default.
+TUNING_VARIABLE = "TUNING"
+TUNABLES: dict[str, tuple[str, str]] = {
+    "SyncApiBaseUrl": ("SYNC_API_BASE_URL", "https://api.sync.so"),
+    "PublicApiUrl": ("PUBLIC_API_URL", ""),
+    "DefaultOptions": ("DEFAULT_OPTIONS", '{"sync_mode": "bounce"}'),
+    "PresignedUrlSeconds": ("PRESIGNED_URL_SECONDS", "3600"),
+    "CreateRatePerMinute": ("CREATE_RATE_PER_MINUTE", "60"),
+    "TransientFailureRetries": ("TRANSIENT_FAILURE_RETRIES", "1"),
+    "WebhookTimeoutSeconds": ("WEBHOOK_TIMEOUT_SECONDS", "600"),
+    "PollFirstIntervalSeconds": ("POLL_FIRST_INTERVAL_SECONDS", "15"),
+    "PollBackoffRate": ("POLL_BACKOFF_RATE", "1.5"),
+    "PollMaxIntervalSeconds": ("POLL_MAX_INTERVAL_SECONDS", "120"),
+    "MaxJobSeconds": ("MAX_JOB_SECONDS", "21600"),
+    "JobRetentionDays": ("JOB_RETENTION_DAYS", "90"),
+    "PriceTableUsdPerSecond": (
+        "PRICE_TABLE_USD_PER_SECOND",
+        '{"lipsync-2": 0.05, "lipsync-2-pro": 0.083, "sync-3": 0.133}',
+    ),
+    "LogLevel": ("POWERTOOLS_LOG_LEVEL", "INFO"),
+}
+
+
+class TuningError(ValueError):
+    """The Tuning parameter is not a JSON object of known keys (the message says what to fix)."""
+
+
+def parse_tuning(text: str) -> dict[str, str]:
+    """Tuning's JSON as the variables it sets (objects and numbers as their JSON text)."""
+    if not text.strip():
+        return {}
+    try:
+        tuning = json.loads(text)
+    except ValueError as error:
+        raise TuningError(f"the Tuning parameter is not JSON: {error}") from None
+    if not isinstance(tuning, dict):
+        raise TuningError(f"the Tuning parameter must be a JSON object, not {type(tuning).__name__}")
+    unknown = sorted(set(tuning) - set(TUNABLES))
+    if unknown:
+        raise TuningError(
+            f"the Tuning parameter has unknown key(s) {', '.join(unknown)}; known: {', '.join(TUNABLES)}"
+        )
+    return {
+        TUNABLES[key][0]: value if isinstance(value, str) else json.dumps(value)
+        for key, value in tuning.items()
+    }
+
+
+def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment with Tuning and the tunables' defaults applied (see TUNABLES)."""
+    given = dict(os.environ if environ is None else environ)
+    defaults = dict(TUNABLES.values())
+    return defaults | parse_tuning(given.get(TUNING_VARIABLE, "")) | given
+
 
 class EnvSettings(BaseModel):
     # Built on first use: each function validates one or two of these, so the rest cost nothing.
@@ -20,7 +77,7 @@ class EnvSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        return cls.model_validate(dict(os.environ if environ is None else environ))
+        return cls.model_validate(environment(environ))
 
 
 class StoreSettings(EnvSettings):
@@ -36,7 +93,7 @@ class SyncApiSettings(StoreSettings):
 MAX_DEADLINE_SECONDS = 86400  # the watch window (48 h) must outlast any deadline by a day
 
 
-class LifecycleTimings(BaseModel):
+class LifecycleTimings(EnvSettings):
     """Timings the dispatcher hands to each job's execution, checked against each other at cold
     start (CloudFormation's rules cannot compare two numbers): a deploy with timings that cannot
     work fails in the dispatcher's first invocation, with the reason in its log, and no job is sent."""
@@ -89,14 +146,14 @@ class CostSettings(EnvSettings):
 
 
 class BudgetSettings(EnvSettings):
-    """`MonthlyBudgetUsd`: empty turns the budget guard off."""
+    """`MonthlyBudgetUsd`: "off" (or empty) turns the budget guard off."""
 
     monthly_budget_usd: float | None = Field(None, validation_alias="MONTHLY_BUDGET_USD", ge=0)
 
     @field_validator("monthly_budget_usd", mode="before")
     @classmethod
     def _empty_is_off(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+        return None if isinstance(value, str) and value.strip().lower() in {"", "off"} else value
 
 
 class IntakeSettings(PlanningSettings, QueueSettings, CostSettings):
@@ -109,7 +166,7 @@ class IntakeSettings(PlanningSettings, QueueSettings, CostSettings):
     job_retention_days: int = Field(90, validation_alias="JOB_RETENTION_DAYS", ge=1)
 
 
-class PlanLimits(BaseModel):
+class PlanLimits(EnvSettings):
     """The user's sync.so plan, as this stack may use it."""
 
     concurrency: int = Field(validation_alias="SYNC_PLAN_CONCURRENCY", ge=1)
@@ -121,13 +178,17 @@ class DispatchSettings(SyncApiSettings, QueueSettings, BudgetSettings):
     media_bucket: str = Field(validation_alias="MEDIA_BUCKET", min_length=1)
     webhook_token_key_secret: str = Field(validation_alias="WEBHOOK_TOKEN_KEY_SECRET", min_length=1)
     webhook_base_url: str = Field(validation_alias="WEBHOOK_BASE_URL", pattern=r"^https?://")
+    public_api_url: str = Field("", validation_alias="PUBLIC_API_URL", pattern=r"^(https?://.+)?$")
     aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     presigned_url_seconds: int = Field(validation_alias="PRESIGNED_URL_SECONDS", ge=10, le=604800)
     state_machine_arn: str = Field(validation_alias="STATE_MACHINE_ARN", min_length=1)
 
     @property
     def webhook_url_base(self) -> str:
-        """WEBHOOK_BASE_URL as sync.so reaches it (an emulator's execute-api route, see endpoints)."""
+        """Tuning's PublicApiUrl (a custom domain), else this stack's stage URL as sync.so reaches
+        it (behind an emulator, its execute-api route: see lipsync.endpoints)."""
+        if self.public_api_url:
+            return self.public_api_url
         return reachable_api_url(self.webhook_base_url, (self.aws_endpoint_url or "").strip() or None)
 
 

@@ -14,9 +14,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from lipsync.config import environment
+
 DEFAULT_NAMESPACE = "LipsyncPipeline"  # the template's MetricsNamespace default, for code run outside Lambda
 
-logger = Logger()
+# The level is Tuning's LogLevel (INFO by default), unless the environment sets one itself.
+logger = Logger(level=environment()["POWERTOOLS_LOG_LEVEL"])
 # The template sets the namespace; code run elsewhere (tests, the CLI) still flushes 100 metrics safely.
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE)
 # Not every invocation has a metric to report (a duplicate event, an arm task); that is fine.

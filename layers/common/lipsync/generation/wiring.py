@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import NamedTuple
 
@@ -28,7 +27,7 @@ class LifecycleWiring(NamedTuple):
 def lifecycle_wiring() -> LifecycleWiring:
     settings = FinalizeSettings.from_env()
     store = DynamoJobStore(settings.jobs_table)
-    limits = PlanLimits.model_validate(dict(os.environ))
+    limits = PlanLimits.from_env()
     return LifecycleWiring(
         store,
         S3Storage(settings.media_bucket),
