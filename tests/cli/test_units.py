@@ -23,7 +23,7 @@ from lipsync_cli import commands, render
 from lipsync_cli.api import StatusApi
 from lipsync_cli.app import COMMANDS, _bare_local, build_parser, main
 from lipsync_cli.costs import day_range, estimate_submission, spend_report
-from lipsync_cli.errors import CliError, Exit, NotFoundError, UsageError
+from lipsync_cli.errors import AwsError, CliError, Exit, NotFoundError, UsageError
 from lipsync_cli.retries import (
     check_retryable,
     manifest_manifest,
@@ -76,12 +76,13 @@ DEPLOYED = {
     ],
     "Parameters": [
         {"ParameterKey": "DefaultModel", "ParameterValue": "lipsync-2-pro"},
-        {"ParameterKey": "DefaultOptions", "ParameterValue": '{"sync_mode": "loop"}'},
+        {"ParameterKey": "Tuning", "ParameterValue": '{"DefaultOptions": {"sync_mode": "loop"}}'},
     ],
 }
 
 
-def test_a_deployed_stack_is_found_through_its_outputs() -> None:
+def test_a_deployed_stack_is_found_through_its_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     target = from_stack("lipsync", FakeCloudFormation({"lipsync": DEPLOYED}), CREDENTIALS, "eu-west-1")
     assert (target.bucket, target.api_url, target.jobs_table) == (
         "lipsync-media-123",
@@ -91,6 +92,32 @@ def test_a_deployed_stack_is_found_through_its_outputs() -> None:
     assert (target.default_model, target.default_options) == ("lipsync-2-pro", '{"sync_mode": "loop"}')
     assert target.endpoint_url is None
     assert target.region == "eu-west-1"
+
+
+def test_behind_an_aws_emulator_the_api_is_its_execute_api_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    target = from_stack("lipsync", FakeCloudFormation({"lipsync": DEPLOYED}), CREDENTIALS, "eu-west-1")
+    assert target.api_url == "http://127.0.0.1:4566/_aws/execute-api/abc/v1"
+
+
+def test_a_stack_with_a_bad_tuning_is_a_usage_error() -> None:
+    bad = DEPLOYED | {"Parameters": [{"ParameterKey": "Tuning", "ParameterValue": '{"Typo": 1}'}]}
+    with pytest.raises(UsageError, match="unknown key"):
+        from_stack("lipsync", FakeCloudFormation({"lipsync": bad}), CREDENTIALS, "eu-west-1")
+
+
+def test_the_region_comes_from_aws_region_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3 alone reads AWS_DEFAULT_REGION; the message tells users to set AWS_REGION."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv(
+        "AWS_ENDPOINT_URL", "http://127.0.0.1:9"
+    )  # nothing listens: fails fast, after the region
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(AwsError, match="CloudFormation describe_stacks"):
+        resolve(stack="lipsync", local=None)
 
 
 def test_a_missing_stack_or_a_stack_without_outputs_is_a_specific_error() -> None:
@@ -585,11 +612,11 @@ def test_a_price_table_the_stack_would_refuse_is_refused(
     memory_stack: MemoryStack, clip: Path, tmp_path: Path
 ) -> None:
     state = json.loads(memory_stack.state_file.read_text())
-    state["parameters"]["PriceTableUsdPerSecond"] = '{"lipsync-2": "cheap"}'
+    state["parameters"]["Tuning"] = json.dumps({"PriceTableUsdPerSecond": {"lipsync-2": "cheap"}})
     memory_stack.state_file.write_text(json.dumps(state))
     code, _, err = memory_stack("submit", str(clip), str(wav(tmp_path / "v.wav", 1.0)), "--dry-run")
     assert code == Exit.USAGE
-    assert "PriceTableUsdPerSecond parameter is not valid" in err
+    assert "PriceTableUsdPerSecond (Tuning) is not valid" in err
     assert "'lipsync-2' must be a number of USD per second" in err
 
 

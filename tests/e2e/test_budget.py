@@ -93,7 +93,7 @@ def test_a_job_over_budget_waits_and_raising_the_budget_releases_held_jobs_in_or
     second = pipeline.jobs(held[0])[0]
     assert [entry["status"] for entry in second["history"]][:3] == ["QUEUED", "BUDGET_HOLD", "QUEUED"]
 
-    pipeline.stack.update_parameters({"MonthlyBudgetUsd": ""})  # the guard off: the rest go
+    pipeline.stack.update_parameters({"MonthlyBudgetUsd": "off"})  # the guard off: the rest go
     assert pipeline.wait_job(held[2])["status"] == "COMPLETED"
     assert len(pipeline.generation_posts()) == 4
     estimates = pipeline.api_calls("POST", "/v2/generations/estimate")

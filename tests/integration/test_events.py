@@ -104,7 +104,7 @@ def test_dispatch_events(stack: OneMachineStack) -> None:
 def test_status_events(stack: OneMachineStack) -> None:
     queue = stack.invoke("StatusFunction", event("status-queue.json"))
     assert queue["statusCode"] == 200
-    assert json.loads(queue["body"])["slots"] == 3
+    assert json.loads(queue["body"])["slots"] == 1  # SyncPlanConcurrency's default: the smallest plan
     missing = stack.invoke("StatusFunction", event("status-get-job.json"))
     assert missing["statusCode"] == 404
     deadline = time.monotonic() + 30

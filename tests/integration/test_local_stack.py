@@ -32,6 +32,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from moto.awslambda.models import LambdaFunction
 
+from lipsync.config import environment
 from local.stack import FunctionError, HookNotActive, OneMachineStack, TemplateError
 from local.stack import workers as stack_workers
 from local.stack.aws_middleware import AwsMiddleware, _service_model
@@ -1025,7 +1026,6 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "FinalizeFunction",
         }
         globals_ = {
-            "LOG_LEVEL",
             "POWERTOOLS_SERVICE_NAME",
             "POWERTOOLS_METRICS_NAMESPACE",
             "POWERTOOLS_TRACE_DISABLED",
@@ -1035,9 +1035,7 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "ADMISSION_TABLE",
             "DISPATCH_QUEUE_URL",
             "SYNC_PLAN_CONCURRENCY",
-            "CREATE_RATE_PER_MINUTE",
-            "TRANSIENT_FAILURE_RETRIES",
-            "AWS_ENDPOINT_URL",
+            "TUNING",
         }
         env = {name: real.workers[name].spec.environment for name in real.workers}
         assert set(env["StatusFunction"]) == globals_
@@ -1045,21 +1043,21 @@ def test_real_template_provisions(stack: OneMachineStack) -> None:
             "WEBHOOK_TOKEN_KEY_SECRET",
             "WEBHOOK_SIGNING_SECRETS",
         }
-        assert set(env["ReconcileFunction"]) == globals_ | {
-            "MEDIA_BUCKET",
-            "SYNC_API_BASE_URL",
-            "SYNC_API_KEY_SECRET",
-        }
+        assert set(env["ReconcileFunction"]) == globals_ | {"MEDIA_BUCKET", "SYNC_API_KEY_SECRET"}
         dead_letters = real.workers["DispatchFunction"].spec.dead_letter_arn
         assert dead_letters == state["resources"]["DispatchDeadLetterQueue"]["Arn"]
-        assert env["DispatchFunction"]["WEBHOOK_TIMEOUT_SECONDS"] == "3"
-        assert env["DispatchFunction"]["WEBHOOK_BASE_URL"] == state["api_url"]
-        assert env["DispatchFunction"]["STATE_MACHINE_ARN"] == state["state_machine_arn"]
-        assert env["DispatchFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
+        # What the functions read: Tuning (the stack's emulator and front door, the test's timing)
+        # over the defaults; the template's own stage URL stays underneath PublicApiUrl.
+        dispatch = environment(env["DispatchFunction"])
+        assert dispatch["WEBHOOK_TIMEOUT_SECONDS"] == "3"
+        assert dispatch["PUBLIC_API_URL"] == state["api_url"]
+        assert ".execute-api." in dispatch["WEBHOOK_BASE_URL"]
+        assert dispatch["STATE_MACHINE_ARN"] == state["state_machine_arn"]
+        assert dispatch["SYNC_API_BASE_URL"] == state["sync_api_url"]
         # Intake asks sync.so for estimates only (it never creates a generation).
-        assert env["SubmitFunction"]["SYNC_API_BASE_URL"] == state["sync_api_url"]
-        assert env["SubmitFunction"]["PRICE_TABLE_USD_PER_SECOND"].startswith('{"lipsync-2"')
-        assert env["DispatchFunction"]["MONTHLY_BUDGET_USD"] == ""
+        assert environment(env["SubmitFunction"])["SYNC_API_BASE_URL"] == state["sync_api_url"]
+        assert environment(env["SubmitFunction"])["PRICE_TABLE_USD_PER_SECOND"].startswith('{"lipsync-2"')
+        assert dispatch["MONTHLY_BUDGET_USD"] == "off"
         for name in real.workers:
             configured = real.client("lambda").get_function(FunctionName=real.workers[name].spec.name)
             assert configured["Configuration"]["Environment"]["Variables"] == env[name]

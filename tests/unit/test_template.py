@@ -211,6 +211,24 @@ def test_the_architecture_parameter_sets_the_functions_and_the_layer() -> None:
     assert not any("Architectures" in function["Properties"] for function in FUNCTIONS.values())
 
 
+def test_every_shared_checkov_skip_gives_its_reason_and_applies_to_several_resources() -> None:
+    import yaml
+
+    text = (ROOT / ".checkov.yaml").read_text()
+    skipped = yaml.safe_load(text)["skip-check"]
+    assert skipped
+    lines = text.splitlines()
+    for check in skipped:
+        index = lines.index(f"  - {check}")
+        assert lines[index - 1].lstrip().startswith("#"), f"{check} has no reason above it"
+    in_metadata = {
+        skip["id"]
+        for resource in RESOURCES.values()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    }
+    assert not in_metadata & set(skipped)  # one place each
+
+
 def test_every_checkov_skip_gives_its_reason() -> None:
     skips = [
         (name, skip)
