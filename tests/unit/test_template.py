@@ -212,7 +212,7 @@ def test_the_architecture_parameter_sets_the_functions_and_the_layer() -> None:
 
 
 def test_every_shared_checkov_skip_gives_its_reason_and_applies_to_several_resources() -> None:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     text = (ROOT / ".checkov.yaml").read_text()
     skipped = yaml.safe_load(text)["skip-check"]
