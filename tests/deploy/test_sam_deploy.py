@@ -106,8 +106,8 @@ def test_a_lost_webhook_falls_back_to_polling(deployed: Deployed) -> None:
         job_id = submit_pair(deployed, "lost-webhook")["jobId"]
     finally:
         deployed.emulator.set_scenario({"webhook": None})
-    # WebhookTimeoutSeconds is 5 in this deploy: polling should complete the job well within 30 s.
-    result = deployed.lipsync("watch", job_id, "--interval", "1", "--timeout", "30", check=False)
+    # WebhookTimeoutSeconds is 5 in this deploy: polling would complete the job within 20 s.
+    result = deployed.lipsync("watch", job_id, "--interval", "1", "--timeout", "20", check=False)
     assert result.returncode == 0, result.stderr
 
 
