@@ -40,20 +40,15 @@ node_modules/.installed: package.json package-lock.json
 .PHONY: install
 install: $(BIN)/.installed node_modules/.installed  ## Create .venv and install the pinned tools
 
-# checkov pins its own dependencies (conflicting with constraints.txt), so it lives in a venv of its own.
+# Tools that pin their own dependencies (conflicting with constraints.txt) live in venvs of their own:
+# checkov (make lint) in .venv-checkov, MiniStack (make deploy-test; it pins botocore exactly) in
+# .venv-ministack, each from requirements-<tool>.txt.
 CHECKOV_VENV := .venv-checkov
-$(CHECKOV_VENV)/.installed: requirements-checkov.txt
-	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or apt-get install python3.12)"; exit 1; }
-	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON312) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
-	touch $@
-
-# MiniStack pins botocore exactly, so it too lives in a venv of its own (make deploy-test).
 MINISTACK_VENV := .venv-ministack
-$(MINISTACK_VENV)/.installed: requirements-ministack.txt
+.venv-%/.installed: requirements-%.txt
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or apt-get install python3.12)"; exit 1; }
-	test -x $(MINISTACK_VENV)/bin/python || $(PYTHON312) -m venv $(MINISTACK_VENV)
-	$(MINISTACK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-ministack.txt
+	test -x .venv-$*/bin/python || $(PYTHON312) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 .PHONY: lint
