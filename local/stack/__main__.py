@@ -13,7 +13,7 @@ from types import FrameType
 
 from local.sync_emulator import EmulatorConfig
 
-from .stack import CLI_PORTS, DOCKER_BRIDGE_HOST, OneMachineStack, Ports
+from .stack import CLI_PORTS, DOCKER_BRIDGE_HOST, OneMachineStack, Ports, write_atomically
 from .template import TemplateError
 
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         # This process's own AWS clients (and anything it spawns) talk to moto.
         os.environ.update(stack.aws_env())
         state = stack.state
-        env_file.write_text(json.dumps(stack.sam_local_env(), indent=2) + "\n")
+        # Atomically, as the state file: a reader that sees the file sees all of it.
+        write_atomically(env_file, json.dumps(stack.sam_local_env(), indent=2) + "\n")
         print(f"local.stack: ready; state in {args.state_file}, sam local env vars in {env_file}", flush=True)
         print(
             f"  try: AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --region us-east-1 "

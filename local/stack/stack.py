@@ -158,7 +158,7 @@ class OneMachineStack:
             self._start_workers()
             self.state = self._build_state()
             if self.state_file:
-                _write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
+                write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
                 self._started.append("state-file")
         except BaseException:
             self.stop()
@@ -244,7 +244,7 @@ class OneMachineStack:
                 changed.append(name)
         self.state = self._build_state()
         if self.state_file:
-            _write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
+            write_atomically(self.state_file, json.dumps(self.state, indent=2) + "\n")
         return changed
 
     def _stack_supplied_parameters(self, template: dict[str, Any]) -> dict[str, str]:
@@ -606,7 +606,7 @@ class OneMachineStack:
         }
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
