@@ -837,3 +837,19 @@ def test_a_webhook_and_an_arm_task_that_beat_the_record_are_woken_by_it(world: W
     assert world.job("a").status == "PENDING"
     assert world.workflow.wakes == [("task-early", {"webhookStatus": "COMPLETED"})]
     assert world.workflow.waiting == set()
+
+
+@pytest.mark.parametrize("code", ["account_payment_required", "credits_exhausted", None])
+def test_any_402_pauses_dispatch_and_fails_no_job(world: World, code: str | None) -> None:
+    """Issue 16: a 402 code the pipeline did not know failed every queued job; any 402 is the account's."""
+    world.drop_pair("a", at(1))
+    world.drop_pair("b", at(2))
+    world.script.replies.append(api_error(402, code, "Payment Required"))
+    report = world.dispatcher().run()
+    assert report.paused == f"account: {code or 'payment_required'}"
+    assert {world.job("a").status, world.job("b").status} == {"QUEUED"}
+    assert world.script.created == 0
+    # Once the account is fixed (the pause ends), the jobs go in arrival order.
+    world.now[0] = world.admission.read().paused_until + 0.1
+    world.dispatcher().run()
+    assert world.job("a").status == "PENDING"

@@ -96,10 +96,9 @@ LOOKUP_PAGES = 3  # pages of GET /v2/generations (newest first) searched for an 
 LOOKUP_PAGE_SIZE = 50
 AUTH_PAUSE_SECONDS = 300.0
 ACCOUNT_PAUSE_SECONDS = 900.0
-# 402s about the account (not this job): wait for the user to fix billing, do not fail the job.
-ACCOUNT_ERROR_CODES = frozenset(
-    {"account_payment_required", "account_on_hold", "free_tier_generations_exhausted", None}
-)
+# Any 402 is about the account (billing, credits, a hold: account_payment_required, account_on_hold,
+# free_tier_generations_exhausted, or a code this version does not know), never about the job:
+# dispatch pauses until the user fixes it, and no queued job fails.
 INACCESSIBLE_INPUT = re.compile(r"generation_input_\w+_inaccessible")
 
 
@@ -481,9 +480,10 @@ class Dispatcher:
         self, plan: PlanState, job: Job, slot: int, error: SyncPermanentError, report: DispatchReport
     ) -> None:
         attempt = job.attempt
-        if error.status_code == 402 and error.error_code in ACCOUNT_ERROR_CODES:
+        if error.status_code == 402:
+            code = error.error_code or "payment_required"
             self._not_taken(job, slot, "account", error, report, pause_seconds=ACCOUNT_PAUSE_SECONDS)
-            self._pause(ACCOUNT_PAUSE_SECONDS, f"account: {error.error_code}", plan.throttle_streak, report)
+            self._pause(ACCOUNT_PAUSE_SECONDS, f"account: {code}", plan.throttle_streak, report)
             return
         if attempt is not None and attempt.uncertain and INACCESSIBLE_INPUT.fullmatch(error.error_code or ""):
             # The same key and bytes, sent again long after the first try: its presigned URLs died, so
