@@ -63,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", r"/v2/generations/([^/]+)/download", self._download),
             ("POST", r"/v2/generations/estimate", self._estimate),
             ("POST", r"/v2/generate/estimate-cost", self._estimate),
+            ("GET", r"/v2/account", self._account),
             ("POST", r"/v2/assets", self._create_asset),
             ("GET", r"/v2/assets/([^/]+)", self._get_asset),
         ]
@@ -249,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _download(self, params: dict[str, list[str]], generation_id: str) -> Answer:
         return 200, self.engine.download_url(generation_id), {}
+
+    def _account(self, params: dict[str, list[str]]) -> Answer:
+        return 200, self.engine.account(), {}
 
     def _estimate(self, params: dict[str, list[str]]) -> Answer:
         return 200, estimate(self._json_body()), {}

@@ -545,7 +545,27 @@ class Engine:
             upgradeUrl="https://sync.so/pricing",
         )
         error.headers["Retry-After"] = str(max(0, math.ceil(retry_after)))  # HTTP wants whole seconds
+        error.headers["X-Sync-Concurrency-Limit"] = str(self.config.concurrency)
+        error.headers["X-Sync-Active-Generations"] = str(active)
         return error
+
+    def account(self) -> dict[str, Any]:
+        """`GET /v2/account` for an API key: no user, the organization with its plan and limits."""
+        plans = {1: "Hobbyist", 3: "Creator", 6: "Growth", 15: "Scale"}
+        with self._cond:
+            concurrency = self.config.concurrency
+        return {
+            "account": None,
+            "credentialType": "api_key",
+            "organization": {
+                "id": "org-emulator",
+                "name": "sync.so emulator",
+                "billingModel": "usage",
+                "billingUrl": "https://sync.so/billing",
+                "plan": {"name": plans.get(concurrency, "Enterprise")},
+                "limits": {"concurrentGenerations": concurrency},
+            },
+        }
 
     def _download(self, url: str) -> bytes | None:
         """The body at `url`, or None when it is unreachable or answers non-2xx."""

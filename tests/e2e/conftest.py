@@ -59,7 +59,9 @@ def start_stack(name: str, parameters: dict[str, str] | None = None, **emulator:
     """A stack from the real template; the plan's concurrency is the same on both sides unless told."""
     overrides = {"SyncPlanConcurrency": "3"} | TIMINGS | (parameters or {})  # a Creator plan unless told
     settings: dict[str, Any] = {"webhook_secret": WEBHOOK_SECRET, "processing_seconds": 1.0} | emulator
-    settings.setdefault("concurrency", int(overrides.get("SyncPlanConcurrency", "3")))
+    if "concurrency" not in settings:  # `auto` follows the emulator's own plan (3 unless told)
+        plan = overrides.get("SyncPlanConcurrency", "3")
+        settings["concurrency"] = 3 if plan == "auto" else int(plan)
     return OneMachineStack(
         parameter_overrides=overrides,
         emulator_config=EmulatorConfig(**settings),

@@ -271,3 +271,16 @@ def test_long_poll_answers_within_its_timeout(
     still = client.get_generation(created.id, wait=True, wait_timeout_seconds=1)
     assert not still.is_terminal
     assert 0.9 <= time.monotonic() - started < 3
+
+
+def test_the_account_names_the_plans_concurrency_and_a_concurrency_429_names_it_too(
+    client: SyncClient, media: MediaServer
+) -> None:
+    account = client.get_account()
+    assert account.credential_type == "api_key"
+    assert account.concurrency_limit() == 2  # the emulator's plan
+    for index in range(2):
+        client.create_generation(request(media), idempotency_key=f"busy-{index}")
+    with pytest.raises(SyncRetryableError) as refused:
+        client.create_generation(request(media), idempotency_key="one-too-many")
+    assert (refused.value.reason, refused.value.concurrency_limit) == ("concurrency", 2)

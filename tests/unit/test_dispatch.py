@@ -21,7 +21,13 @@ from lipsync.jobs.events import JobEvents
 from lipsync.jobs.model import Job, JobStatus
 from lipsync.jobs.transitions import F, Move
 from lipsync.plan.admission import SlotHolder
-from lipsync.queue.dispatch import LEASE_SECONDS, UNCERTAIN_WINDOW_SECONDS, Dispatcher, DispatchReport
+from lipsync.queue.dispatch import (
+    ACCOUNT_REFRESH_SECONDS,
+    LEASE_SECONDS,
+    UNCERTAIN_WINDOW_SECONDS,
+    Dispatcher,
+    DispatchReport,
+)
 from lipsync.queue.intake import Intake
 from lipsync.sweep import sweep
 from lipsync.syncso.webhook_auth import job_token
@@ -69,8 +75,13 @@ class SyncScript:
     created: int = 0
     generations: list[dict[str, Any]] = field(default_factory=list)
     by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
+    account: dict[str, Any] | None = None  # GET /v2/account's answer (None: a 503)
+    account_reads: int = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v2/account":
+            self.account_reads += 1
+            return httpx.Response(200, json=self.account) if self.account else httpx.Response(503)
         if request.method == "GET" and request.url.path == "/v2/generations":
             return httpx.Response(200, json=list(reversed(self.generations)))
         if request.method == "GET":
@@ -115,7 +126,7 @@ class World:
 
     def dispatcher(
         self,
-        concurrency: int = 3,
+        concurrency: int | str = 3,
         per_minute: int = 60,
         retries: int = 1,
         *,
@@ -853,3 +864,59 @@ def test_any_402_pauses_dispatch_and_fails_no_job(world: World, code: str | None
     world.now[0] = world.admission.read().paused_until + 0.1
     world.dispatcher().run()
     assert world.job("a").status == "PENDING"
+
+
+def account(concurrency: int) -> dict[str, Any]:
+    return {
+        "account": None,
+        "organization": {"plan": {"name": "x"}, "limits": {"concurrentGenerations": concurrency}},
+    }
+
+
+def in_flight(world: World) -> int:
+    return len(world.admission.read().slots)
+
+
+def test_auto_concurrency_follows_the_account_and_reads_it_again_later(world: World) -> None:
+    for index in range(4):
+        world.drop_pair(f"j{index}", at(index + 1))
+    world.script.account = account(2)
+    world.dispatcher(concurrency="auto").run()
+    assert in_flight(world) == 2  # the account's limit, not the default 1
+    assert world.script.account_reads == 1
+    world.dispatcher(concurrency="auto").run()
+    assert world.script.account_reads == 1  # read at most every 15 minutes
+    world.script.account = account(3)  # the plan was upgraded
+    world.now[0] += ACCOUNT_REFRESH_SECONDS
+    world.dispatcher(concurrency="auto").run()
+    assert (world.script.account_reads, in_flight(world)) == (2, 3)
+
+
+def test_auto_concurrency_is_one_until_the_account_answers(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.drop_pair("b", at(2))
+    world.dispatcher(concurrency="auto").run()  # GET /v2/account answers 503
+    assert in_flight(world) == 1  # the smallest plan, never over-assumed
+
+
+def test_a_concurrency_429_naming_the_limit_lowers_it_and_the_account_is_read_again(world: World) -> None:
+    for index in range(3):
+        world.drop_pair(f"j{index}", at(index + 1))
+    world.script.account = account(3)
+    limited = api_error(429, "concurrency_limit_reached", retryAfterSeconds=5)
+    limited.headers["X-Sync-Concurrency-Limit"] = "1"
+    world.script.replies.extend([httpx.Response(201, json={"id": "gen-x", "status": "PENDING"}), limited])
+    world.dispatcher(concurrency="auto").run()
+    plan = world.admission.read()
+    assert plan.account_concurrency == 1
+    assert plan.account_read_at == 0.0  # the next run reads the account again
+    world.now[0] = plan.paused_until + 0.1
+    world.dispatcher(concurrency="auto").run()
+    assert world.script.account_reads == 2
+
+
+def test_a_number_set_for_the_plan_never_reads_the_account(world: World) -> None:
+    world.drop_pair("a", at(1))
+    world.script.account = account(15)
+    world.dispatcher(concurrency=1).run()
+    assert world.script.account_reads == 0

@@ -376,7 +376,11 @@ def test_the_guided_deploy_asks_at_most_twelve_parameters_and_what_a_user_must_d
     } <= set(parameters)
     assert "Default" not in parameters["SyncApiKey"]
     assert "Default" not in parameters["MonthlyBudgetUsd"]  # a paid API: the budget is asked for
-    assert parameters["SyncPlanConcurrency"]["Default"] == 1  # the smallest plan, never over-assumed
+    assert parameters["SyncPlanConcurrency"]["Default"] == "1"  # the smallest plan, never over-assumed
+    for value in ("1", "15", "auto"):
+        assert re.fullmatch(parameters["SyncPlanConcurrency"]["AllowedPattern"], value)
+    for value in ("0", "three", "-1"):
+        assert not re.fullmatch(parameters["SyncPlanConcurrency"]["AllowedPattern"], value)
     assert parameters["Tuning"]["Default"] == "{}"
 
 

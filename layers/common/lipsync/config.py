@@ -167,11 +167,26 @@ class IntakeSettings(PlanningSettings, QueueSettings, CostSettings):
 
 
 class PlanLimits(EnvSettings):
-    """The user's sync.so plan, as this stack may use it."""
+    """The user's sync.so plan, as this stack may use it. `SyncPlanConcurrency` is a number, or
+    `auto`: the plan's own limit, as sync.so's account answer says (read by the dispatcher)."""
 
-    concurrency: int = Field(validation_alias="SYNC_PLAN_CONCURRENCY", ge=1)
+    concurrency: int | None = Field(validation_alias="SYNC_PLAN_CONCURRENCY", ge=1)
     creates_per_minute: int = Field(60, validation_alias="CREATE_RATE_PER_MINUTE", ge=1)
     transient_retries: int = Field(1, validation_alias="TRANSIENT_FAILURE_RETRIES", ge=0, le=5)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    @property
+    def follows_account(self) -> bool:
+        return self.concurrency is None
+
+    def slots(self, account_concurrency: int | None) -> int:
+        """How many generations may be in flight: the number set, else the account's (1, the
+        smallest plan, until the account has been read)."""
+        return self.concurrency or account_concurrency or 1
 
 
 class DispatchSettings(SyncApiSettings, QueueSettings, BudgetSettings):

@@ -7,6 +7,9 @@ One item in the admission table holds the plan's state:
     duration_<i>    how long the last generation on slot i took (for ETAs)
     recentCreates   when each of the last creates was sent (epoch seconds): the rate ledger
     pausedUntil     no dispatch before this (a 429 from another client, a rejected API key)
+    accountConcurrency, accountReadAt
+                    the plan's concurrent generations as sync.so's account last said (SyncPlanConcurrency
+                    `auto`), and when it was read
     version         bumped by every claim: claims are optimistic and never double-book a slot
 
 A claim is one transaction with the job's own change (QUEUED -> SUBMITTING), and a release is
@@ -74,6 +77,8 @@ class PlanState(BaseModel):
     paused_until: float = 0.0
     pause_reason: str | None = None
     throttle_streak: int = 0
+    account_concurrency: int | None = None
+    account_read_at: float = 0.0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> PlanState:
@@ -87,6 +92,8 @@ class PlanState(BaseModel):
             paused_until=float(item.get("pausedUntil", 0)),
             pause_reason=item.get("pauseReason"),
             throttle_streak=int(item.get("throttleStreak", 0)),
+            account_concurrency=int(item["accountConcurrency"]) if "accountConcurrency" in item else None,
+            account_read_at=float(item.get("accountReadAt", 0)),
         )
 
     def free_slot(self, limit: int) -> int | None:
@@ -153,6 +160,8 @@ class Admission(Protocol):
     def pause(self, until: float, reason: str, streak: int) -> None: ...
 
     def clear_throttle(self) -> None: ...
+
+    def record_account(self, concurrency: int | None, at: float, *, stale: bool = False) -> None: ...
 
     def schedule_wake(self, at: float, now: float) -> bool: ...
 
@@ -359,6 +368,20 @@ class DynamoAdmission:
         self._client.update_item(
             **self._request({"throttleStreak": 0}, Attr("id").exists(), remove=("pauseReason",))
         )
+
+    def record_account(self, concurrency: int | None, at: float, *, stale: bool = False) -> None:
+        """What the account said of the plan's concurrency (None: it did not say; keep the last).
+        `stale`: an answer hinted the plan changed; the next dispatcher run reads the account again."""
+        values: dict[str, Any] = {"accountReadAt": 0.0 if stale else at}
+        if concurrency is not None:
+            values["accountConcurrency"] = concurrency
+        guard: ConditionBase
+        if stale:  # never read yet: the next run reads it anyway
+            guard = Attr("accountReadAt").exists()
+        else:  # a later read won
+            guard = Attr("accountReadAt").not_exists() | Attr("accountReadAt").lt(at)
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.update_item(**self._request(values, guard))
 
 
 def free_slot(admission: Admission, kicker: Kicker, job: Job, *, duration: float | None = None) -> Job:

@@ -29,6 +29,7 @@ made no progress does not kick itself again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -96,6 +97,7 @@ LOOKUP_PAGES = 3  # pages of GET /v2/generations (newest first) searched for an 
 LOOKUP_PAGE_SIZE = 50
 AUTH_PAUSE_SECONDS = 300.0
 ACCOUNT_PAUSE_SECONDS = 900.0
+ACCOUNT_REFRESH_SECONDS = 900.0  # SyncPlanConcurrency auto: how often the account is read again
 # Any 402 is about the account (billing, credits, a hold: account_payment_required, account_on_hold,
 # free_tier_generations_exhausted, or a code this version does not know), never about the job:
 # dispatch pauses until the user fixes it, and no queued job fails.
@@ -198,8 +200,10 @@ class Dispatcher:
                 self._wake_at(plan.paused_until, now)
                 report.stopped_because = f"paused ({plan.pause_reason})"
                 return report
+            if self.limits.follows_account and now - plan.account_read_at >= ACCOUNT_REFRESH_SECONDS:
+                plan = self._read_account(plan, now)
             stale = plan.expired_lease(now)
-            slot = None if stale else plan.free_slot(self.limits.concurrency)
+            slot = None if stale else plan.free_slot(self.limits.slots(plan.account_concurrency))
             if stale is None and slot is None:
                 report.stopped_because = "every slot is busy"
                 return report
@@ -226,6 +230,22 @@ class Dispatcher:
         if progress:  # a run that got nowhere waits for the next event (a kick, the sweep)
             self.kicker.kick(0, "continue")
         return report
+
+    def _read_account(self, plan: PlanState, now: float) -> PlanState:
+        """SyncPlanConcurrency `auto`: the plan's limit from sync.so's account (every 15 minutes,
+        and again after an answer about the account). A failed read keeps what was known."""
+        concurrency: int | None = None
+        with contextlib.suppress(SyncApiError):
+            concurrency = self._sync.get_account().concurrency_limit()
+        self.admission.record_account(concurrency, now)
+        known = concurrency or plan.account_concurrency
+        return plan.model_copy(update={"account_concurrency": known, "account_read_at": now})
+
+    def _account_changed(self, error: SyncApiError) -> None:
+        """A 402, a 403 or a concurrency 429 may mean the plan changed: trust a limit the answer
+        names, and read the account again at the next run."""
+        if self.limits.follows_account:
+            self.admission.record_account(error.concurrency_limit, self.clock(), stale=True)
 
     def _wake_at(self, at: float, now: float) -> None:
         if self.admission.schedule_wake(at, now):
@@ -459,6 +479,8 @@ class Dispatcher:
             self._pause(pause, reason, streak, report)
             if error.reason != "not_sent":
                 report.throttle(throttle_kind(error))
+            if error.reason == "concurrency":
+                self._account_changed(error)
             return
         generation_id = error.body.generation_id if error.body else None
         if generation_id:
@@ -484,7 +506,10 @@ class Dispatcher:
             code = error.error_code or "payment_required"
             self._not_taken(job, slot, "account", error, report, pause_seconds=ACCOUNT_PAUSE_SECONDS)
             self._pause(ACCOUNT_PAUSE_SECONDS, f"account: {code}", plan.throttle_streak, report)
+            self._account_changed(error)
             return
+        if error.status_code == 403:
+            self._account_changed(error)  # and the request is refused as before
         if attempt is not None and attempt.uncertain and INACCESSIBLE_INPUT.fullmatch(error.error_code or ""):
             # The same key and bytes, sent again long after the first try: its presigned URLs died, so
             # sync.so created nothing under this key. A fresh attempt (new URLs, new key) is safe.

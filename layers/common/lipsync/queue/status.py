@@ -29,21 +29,26 @@ def queued_view(job: Job, store: JobStore, admission: Admission, limits: PlanLim
     if job.status != JobStatus.QUEUED or not job.queue_key:
         return view
     place = store.count_queued(before=job.queue_key) + 1
-    mean = admission.read().mean_generation_seconds() or ASSUMED_GENERATION_SECONDS
-    return view | {"placeInLine": place, "etaSeconds": _eta_seconds(place, limits.concurrency, mean)}
+    plan = admission.read()
+    mean = plan.mean_generation_seconds() or ASSUMED_GENERATION_SECONDS
+    slots = limits.slots(plan.account_concurrency)
+    return view | {"placeInLine": place, "etaSeconds": _eta_seconds(place, slots, mean)}
 
 
 def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now: float) -> dict[str, Any]:
     plan = admission.read()
     queued = store.count_queued()
     mean = plan.mean_generation_seconds()
+    slots = limits.slots(plan.account_concurrency)
     return {
         "queued": queued,
         "inFlight": len(plan.slots),
-        "slots": limits.concurrency,
+        "slots": slots,
+        # "auto": the plan's limit as sync.so's account last said (SyncPlanConcurrency=auto).
+        "slotsFrom": "account" if limits.follows_account else "SyncPlanConcurrency",
         "createRatePerMinute": limits.creates_per_minute,
         "recentGenerationSeconds": round(mean, 1) if mean else None,
-        "etaToDrainSeconds": _eta_seconds(queued, limits.concurrency, mean or ASSUMED_GENERATION_SECONDS)
+        "etaToDrainSeconds": _eta_seconds(queued, slots, mean or ASSUMED_GENERATION_SECONDS)
         if queued
         else 0,
         "paused": {"reason": plan.pause_reason, "untilEpochSeconds": plan.paused_until}

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, RootModel, ValidationError
 
-from lipsync.syncso.models import ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
+from lipsync.syncso.models import Account, ApiErrorBody, CostEstimateAnswer, GenerateRequest, Generation
 
 RetryReason = Literal[
     "rate_limit",
@@ -66,6 +66,7 @@ class SyncApiError(Exception):
         error_code: str | None = None,
         retry_after_seconds: float | None = None,
         body: ApiErrorBody | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -73,6 +74,8 @@ class SyncApiError(Exception):
         self.error_code = error_code
         self.retry_after_seconds = retry_after_seconds
         self.body = body
+        # X-Sync-Concurrency-Limit on a concurrency 429: the plan's limit as sync.so counts it.
+        self.concurrency_limit = concurrency_limit
 
 
 class SyncRetryableError(SyncApiError):
@@ -123,6 +126,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if number >= 1 else None
+
+
 def error_from_response(response: httpx.Response, operation: str) -> SyncApiError:
     """Classify a non-2xx answer, keeping the API's errorCode and message."""
     try:
@@ -141,6 +152,7 @@ def error_from_response(response: httpx.Response, operation: str) -> SyncApiErro
         "error_code": error_code,
         "retry_after_seconds": retry_after,
         "body": body,
+        "concurrency_limit": _positive_int(response.headers.get("x-sync-concurrency-limit")),
     }
     if status == 429:
         reason: RetryReason = "concurrency" if error_code == "concurrency_limit_reached" else "rate_limit"
@@ -264,6 +276,10 @@ class SyncClient:
         """A fresh signed URL for a completed generation's output (the body is plain text)."""
         response = self._send("GET", f"/v2/generations/{generation_id}/download", accept="text/plain")
         return _text(response).strip().strip('"')
+
+    def get_account(self) -> Account:
+        """The account, organization, plan, limits and balance behind the key (`GET /v2/account`)."""
+        return _parsed(Account, self._send("GET", "/v2/account"), "GET /v2/account")
 
     def estimate_cost(self, model: str, duration_seconds: float) -> CostEstimateAnswer:
         """sync.so's estimate for `duration_seconds` of output (at the endpoint's default fps); the

@@ -332,6 +332,38 @@ class CostEstimateAnswer(ApiModel):
         return value[0] if isinstance(value, list) and value else value
 
 
+# The documented plan limits (the rate-limits page): what a plan name means when the account
+# answer gives no number of its own.
+PLAN_CONCURRENCY = {"hobbyist": 1, "creator": 3, "growth": 6, "scale": 15}
+# Where a number of concurrent generations may sit in `organization` (the reference names the
+# object "limits" and the MCP tools "generationLimits"; the field itself is not documented yet).
+_LIMIT_OBJECTS = ("limits", "generationLimits", "plan")
+_LIMIT_FIELDS = ("concurrency", "concurrentGenerations", "maxConcurrentGenerations", "concurrentRequests")
+
+
+class Account(ApiModel):
+    """`GET /v2/account`: the account, its organization, plan, limits and balance. Only what the
+    pipeline reads is typed; the rest is kept as sync.so sent it."""
+
+    organization: dict[str, Any] = Field(default_factory=dict)
+    credential_type: str | None = Field(default=None, alias="credentialType")
+
+    def concurrency_limit(self) -> int | None:
+        """The plan's concurrent generations: a number the answer gives, else the plan's name in
+        the documented table, else None (unknown: the caller keeps what it had)."""
+        for place in _LIMIT_OBJECTS:
+            limits = self.organization.get(place)
+            if not isinstance(limits, dict):
+                continue
+            for field in _LIMIT_FIELDS:
+                value = limits.get(field)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                    return value
+        plan = self.organization.get("plan")
+        plan_name = plan.get("name") if isinstance(plan, dict) else plan
+        return PLAN_CONCURRENCY.get(str(plan_name).strip().lower()) if plan_name else None
+
+
 class ApiErrorBody(ApiModel):
     """sync.so's error body (NestJS style); every field is optional because shapes vary."""
 
