@@ -48,9 +48,7 @@ def queue_summary(store: JobStore, admission: Admission, limits: PlanLimits, now
         "slotsFrom": "account" if limits.follows_account else "SyncPlanConcurrency",
         "createRatePerMinute": limits.creates_per_minute,
         "recentGenerationSeconds": round(mean, 1) if mean else None,
-        "etaToDrainSeconds": _eta_seconds(queued, slots, mean or ASSUMED_GENERATION_SECONDS)
-        if queued
-        else 0,
+        "etaToDrainSeconds": _eta_seconds(queued, slots, mean or ASSUMED_GENERATION_SECONDS) if queued else 0,
         "paused": {"reason": plan.pause_reason, "untilEpochSeconds": plan.paused_until}
         if plan.paused_until > now
         else None,
