@@ -67,10 +67,11 @@ lint: install $(CHECKOV_VENV)/.installed  ## ruff, mypy, bandit, sam validate --
 
 .PHONY: test
 test: lint $(MINISTACK_VENV)/.installed  ## Everything: linters, unit, integration, end-to-end and sam deploy tests, then sam local in Docker
-	@# Two workers; unit tests first and alone: their in-process moto resets backends a stack shares.
+	@# Two workers; unit tests first, with no one-machine stack: their in-process moto resets backends
+	@# a stack shares. The sam deploy test (MiniStack, no moto; mostly waiting) runs beside them.
 	@# Docker, the Lambda image and the build are prepared meanwhile (mostly downloads and disk).
 	local/lambda_image/sam_local.sh --alongside \
-		'$(PY) -m pytest -n 2 tests/unit && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e tests/cli tests/deploy'
+		'$(PY) -m pytest -n 2 --dist loadfile tests/unit tests/deploy && $(PY) -m pytest -n 2 --dist loadfile tests/integration tests/e2e tests/cli'
 
 .PHONY: unit
 unit: install  ## Unit tests only (no network)

@@ -25,7 +25,7 @@ def auto_plan() -> Iterator[OneMachineStack]:
 
 def test_the_account_sets_how_many_generations_run_at_once(auto_plan: OneMachineStack, media: Media) -> None:
     pipeline = Pipeline(auto_plan, media)
-    names = [pipeline.drop_pair(f"auto-{index}") for index in range(4)]
+    names = [pipeline.drop_pair(f"auto-{index}") for index in range(2)]  # both at once on 2 slots
     jobs = [pipeline.wait_job(name) for name in names]
     assert {job["status"] for job in jobs} == {"COMPLETED"}
     stats = auto_plan.emulator.stats()
